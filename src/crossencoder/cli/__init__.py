@@ -1,0 +1,1 @@
+"""The ``crossencoder`` command line."""

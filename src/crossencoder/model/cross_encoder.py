@@ -1,0 +1,481 @@
+"""The ``CrossEncoder``: load a pair model, predict scores or classes, rank documents, save."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import BatchEncoding
+
+from crossencoder.backends import BACKENDS, Backend, TorchBackend, resolve_device, resolve_dtype
+from crossencoder.backends.torch_backend import load_torch_model
+from crossencoder.model.activation import (
+    LEGACY_KEY,
+    ST_CONFIG_KEY,
+    default_activation,
+    fullname,
+    resolve_activation,
+    stored_activation_path,
+)
+from crossencoder.model.batching import pad_batch, token_budget_batches
+from crossencoder.model.inputs import is_single_pair, validate_documents, validate_pairs
+from crossencoder.model.loading import (
+    load_config,
+    load_tokenizer,
+    read_sentence_transformers_config,
+    resolve_model,
+)
+
+logger = logging.getLogger(__name__)
+
+# Key of crossencoder's own settings in config.json (score calibration).
+CONFIG_KEY = "crossencoder"
+# Show a progress bar by default once an input needs this many batches.
+_PROGRESS_MIN_BATCHES = 20
+
+
+class CrossEncoder:
+    """A cross-encoder: reads a pair of texts together and outputs a score (or one logit per class).
+
+    Drop-in for ``sentence_transformers.CrossEncoder``: the same model folders, the same scores, the same
+    ``predict`` / ``rank`` API. Loads anything ``AutoModelForSequenceClassification`` loads: a local folder, a
+    Hugging Face Hub id (using the Hub cache, ``revision`` and offline mode ``HF_HUB_OFFLINE=1``), or a short name
+    from :data:`crossencoder.catalog.CATALOG`.
+
+    Args:
+        model_name_or_path: Local folder, Hub id (``"cross-encoder/ms-marco-MiniLM-L6-v2"``) or catalog short name.
+        num_labels: Size of the classification head. Set it to start from a plain encoder (a fresh head is
+            initialised) or to override the folder's value.
+        max_length: Maximum tokens per pair; longer pairs are truncated (the passage is cut, the query kept).
+            Defaults to the tokenizer's ``model_max_length``, capped at the model's position embeddings.
+        activation_fn: Applied to the logits by ``predict``. Default: what the folder declares
+            (sentence-transformers conventions), else Sigmoid for 1 label and identity otherwise.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; None picks cuda, then mps, then cpu.
+        dtype: ``"float32"`` (default), ``"float16"`` or ``"bfloat16"`` (GPU precisions).
+        backend: ``"torch"`` or ``"onnx"`` (onnxruntime; see ``backend_kwargs``).
+        backend_kwargs: Backend options, e.g. ``{"quantize": "int8", "num_threads": 2}`` for onnx.
+        max_batch_tokens: Default token budget of a batch (padded tokens); None = 8192 on CPU, 65536 on GPU.
+        revision: Hub branch, tag or commit.
+        cache_folder: Hub cache directory (default: the Hugging Face cache).
+        local_files_only: Never contact the Hub; use the cache only.
+        trust_remote_code: Allow model code and activation paths from the model folder. Off by default.
+        token: Hub token for private models.
+        model_kwargs, tokenizer_kwargs, config_kwargs: Passed to the transformers ``from_pretrained`` calls.
+
+    Raises:
+        ModelNotFoundError: the model is neither a local folder nor loadable from the Hub / its cache; the
+            message says what was tried and how to fix it.
+        ValueError: an invalid ``device``, ``dtype`` or ``backend``.
+
+    Example:
+        >>> model = CrossEncoder("cross-encoder/ms-marco-MiniLM-L6-v2")
+        >>> model.predict([("How many people live in Berlin?", "Berlin has 3.5 million inhabitants.")])
+        >>> model.rank("How many people live in Berlin?", ["Berlin has 3.5 million inhabitants.", "Paris is in France."])
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike,
+        num_labels: int | None = None,
+        max_length: int | None = None,
+        activation_fn: Callable | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        backend: Literal["torch", "onnx"] = "torch",
+        backend_kwargs: dict[str, Any] | None = None,
+        max_batch_tokens: int | None = None,
+        revision: str | None = None,
+        cache_folder: str | None = None,
+        local_files_only: bool = False,
+        trust_remote_code: bool = False,
+        token: bool | str | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        tokenizer_kwargs: dict[str, Any] | None = None,
+        config_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"Unknown backend {backend!r}: use one of {', '.join(BACKENDS)}.")
+        if num_labels is not None and num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {num_labels}.")
+        source = resolve_model(model_name_or_path)
+        self.model_name_or_path = os.fspath(model_name_or_path)
+        self.trust_remote_code = trust_remote_code
+        self.revision = revision
+        self.cache_folder = cache_folder
+        hub_kwargs: dict[str, Any] = {
+            "revision": revision,
+            "cache_dir": cache_folder,
+            "local_files_only": local_files_only,
+            "trust_remote_code": trust_remote_code,
+            "token": token,
+        }
+        config_kwargs = dict(config_kwargs or {})
+        if num_labels is not None:
+            config_kwargs["num_labels"] = num_labels
+        self.config = load_config(source, hub_kwargs, config_kwargs)
+        self.tokenizer = load_tokenizer(source, hub_kwargs, tokenizer_kwargs)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.model = load_torch_model(source, self.config, hub_kwargs, model_kwargs)
+        self.model_path = self._local_folder(source, hub_kwargs)
+        self.max_length = self._resolve_max_length(max_length)
+        self.max_batch_tokens = max_batch_tokens or (8192 if self.device.type == "cpu" else 65536)
+
+        st_config = read_sentence_transformers_config(source, hub_kwargs)
+        self.activation_fn = activation_fn if activation_fn is not None else self._stored_activation(st_config)
+        self.backend_name = backend
+        self.backend: Backend = self._make_backend(backend, backend_kwargs or {})
+        self._warned_truncation = False
+
+    # ------------------------------------------------------------------ loading helpers
+    @staticmethod
+    def _local_folder(source: str, hub_kwargs: dict[str, Any]) -> Path | None:
+        """The folder the files were read from (the snapshot in the Hub cache for Hub ids)."""
+        if os.path.isdir(source):
+            return Path(source).resolve()
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(
+            source, "config.json", cache_dir=hub_kwargs["cache_dir"], revision=hub_kwargs["revision"]
+        )
+        return Path(cached).parent if isinstance(cached, str) else None
+
+    def _resolve_max_length(self, max_length: int | None) -> int:
+        limit = getattr(self.config, "max_position_embeddings", None)
+        # RoBERTa-style models reserve two positions for the padding offset.
+        if limit and getattr(self.config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"}:
+            limit -= 2
+        if max_length is None:
+            max_length = self.tokenizer.model_max_length
+            if limit and (max_length is None or max_length > limit):
+                max_length = limit
+            if max_length is None or max_length > 100_000:
+                max_length = 512
+        if max_length < 4:
+            raise ValueError(f"max_length must be at least 4 tokens, got {max_length}.")
+        self.tokenizer.model_max_length = max_length
+        return int(max_length)
+
+    def _stored_activation(self, st_config: dict[str, Any]) -> Callable:
+        path = stored_activation_path(self.config, st_config)
+        if hasattr(self.config, LEGACY_KEY):
+            delattr(self.config, LEGACY_KEY)
+        resolved = resolve_activation(path, self.trust_remote_code) if path else None
+        return resolved if resolved is not None else default_activation(self.num_labels)
+
+    def _make_backend(self, backend: str, backend_kwargs: dict[str, Any]) -> Backend:
+        if backend == "onnx":
+            from crossencoder.backends.onnx_backend import OnnxBackend
+
+            return OnnxBackend.from_cross_encoder(self, **backend_kwargs)
+        if backend_kwargs:
+            raise ValueError(f"The torch backend takes no backend_kwargs, got {sorted(backend_kwargs)}.")
+        return TorchBackend(self.model, self.device, self.dtype)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_labels(self) -> int:
+        """Number of outputs per pair (1 for rerankers / similarity models)."""
+        return int(self.config.num_labels)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        """Label names of a classifier, e.g. ``{0: "contradiction", 1: "entailment", 2: "neutral"}``."""
+        return {int(k): v for k, v in (self.config.id2label or {}).items()}
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The fitted score calibration stored in the config (``{"method", "a", "b"}``), or None."""
+        settings = getattr(self.config, CONFIG_KEY, None)
+        return settings.get("calibration") if isinstance(settings, dict) else None
+
+    def __repr__(self) -> str:
+        return (
+            f"CrossEncoder({self.model_name_or_path!r}, num_labels={self.num_labels}, max_length={self.max_length}, "
+            f"backend={self.backend_name!r}, device={str(self.device)!r})"
+        )
+
+    # ------------------------------------------------------------------ tokenization
+    def _encode(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, list[int]]]:
+        """Tokenize pairs without padding, truncating over-long ones (passage cut, query kept when it fits)."""
+        if not pairs:
+            return []
+        firsts = [a for a, _ in pairs]
+        seconds = [b for _, b in pairs]
+        full = self.tokenizer(firsts, seconds, truncation=False, padding=False, verbose=False)
+        keys = [k for k in ("input_ids", "token_type_ids") if k in full]
+        encodings = [{k: full[k][i] for k in keys} for i in range(len(pairs))]
+        too_long = [i for i, e in enumerate(encodings) if len(e["input_ids"]) > self.max_length]
+        if too_long:
+            if not self._warned_truncation:
+                logger.warning(
+                    "%d of %d pairs are longer than max_length=%d tokens and were truncated (the second text is "
+                    "cut). Use rank(..., long_documents='max') to score long passages window by window.",
+                    len(too_long), len(pairs), self.max_length,
+                )
+                self._warned_truncation = True
+            self._truncate(pairs, too_long, encodings, keys)
+        return encodings
+
+    def _truncate(
+        self, pairs: Sequence[tuple[str, str]], indices: list[int], encodings: list[dict], keys: list[str]
+    ) -> None:
+        special = self.tokenizer.num_special_tokens_to_add(pair=True)
+        query_lengths = self.tokenizer([pairs[i][0] for i in indices], add_special_tokens=False, verbose=False)
+        # Keep the whole query when it leaves room for the passage; otherwise cut both (longest first).
+        groups: dict[str, list[int]] = {"only_second": [], "longest_first": []}
+        for i, ids in zip(indices, query_lengths["input_ids"]):
+            fits = len(ids) + special < self.max_length
+            groups["only_second" if fits else "longest_first"].append(i)
+        for strategy, group in groups.items():
+            if not group:
+                continue
+            cut = self.tokenizer(
+                [pairs[i][0] for i in group], [pairs[i][1] for i in group],
+                truncation=strategy, max_length=self.max_length, padding=False,
+            )
+            for row, i in enumerate(group):
+                encodings[i] = {k: cut[k][row] for k in keys}
+
+    def _pad(self, encodings: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        return pad_batch(encodings, self.tokenizer.pad_token_id or 0, self.tokenizer.padding_side)
+
+    def tokenize(self, pairs: Sequence[tuple[str, str]]) -> BatchEncoding:
+        """Tokenize pairs into padded tensors, with the same truncation as :meth:`predict` (used for training).
+
+        Args:
+            pairs: ``(text_a, text_b)`` pairs.
+
+        Returns:
+            A ``BatchEncoding`` of int64 tensors (``input_ids``, ``attention_mask``[, ``token_type_ids``]).
+        """
+        pairs = validate_pairs(pairs)
+        if not pairs:
+            raise ValueError("tokenize() needs at least one pair.")
+        return BatchEncoding(self._pad(self._encode(pairs)))
+
+    # ------------------------------------------------------------------ inference
+    def _forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Run one batch; on a GPU out-of-memory error, split it in two and retry each half."""
+        try:
+            return self.backend.forward(features)
+        except torch.cuda.OutOfMemoryError:
+            n = features["input_ids"].shape[0]
+            if n == 1:
+                raise
+            torch.cuda.empty_cache()
+            logger.warning("GPU out of memory on a batch of %d pairs; splitting it and retrying.", n)
+            half = n // 2
+            return torch.cat([
+                self._forward({k: v[:half] for k, v in features.items()}),
+                self._forward({k: v[half:] for k, v in features.items()}),
+            ])
+
+    def _logits(
+        self,
+        pairs: list[tuple[str, str]],
+        batch_size: int,
+        max_batch_tokens: int | None,
+        show_progress_bar: bool | None,
+    ) -> torch.Tensor:
+        """Raw float32 logits ``[n, num_labels]`` in input order, computed in length-sorted token-budget batches."""
+        encodings = self._encode(pairs)
+        lengths = [len(e["input_ids"]) for e in encodings]
+        batches = list(token_budget_batches(lengths, batch_size, max_batch_tokens or self.max_batch_tokens))
+        if show_progress_bar is None:
+            disable: bool | None = True if len(batches) < _PROGRESS_MIN_BATCHES else None  # None: only on a TTY
+        else:
+            disable = not show_progress_bar
+        out = torch.empty((len(pairs), self.num_labels), dtype=torch.float32)
+        with tqdm(total=len(pairs), desc="Scoring pairs", unit="pair", disable=disable) as bar:
+            for batch in batches:
+                out[batch] = self._forward(self._pad([encodings[i] for i in batch]))
+                bar.update(len(batch))
+        return out
+
+    def predict(
+        self,
+        pairs: Sequence[tuple[str, str]] | tuple[str, str],
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        activation_fn: Callable | None = None,
+        apply_softmax: bool = False,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        max_batch_tokens: int | None = None,
+        calibrated: bool = False,
+    ) -> np.ndarray | torch.Tensor | list[torch.Tensor] | np.floating:
+        """Score sentence pairs.
+
+        Pairs are sorted by length and grouped into batches of at most ``batch_size`` pairs and at most
+        ``max_batch_tokens`` padded tokens; scores come back in the input order.
+
+        Args:
+            pairs: A list of ``(text_a, text_b)`` pairs, or a single pair.
+            batch_size: Maximum pairs per batch.
+            show_progress_bar: Show a progress bar on stderr; None shows one for long inputs on a terminal.
+            activation_fn: Overrides the model's activation for this call (e.g. ``torch.nn.Identity()`` for logits).
+            apply_softmax: For classifiers, apply softmax over the labels (after the activation).
+            convert_to_numpy: Return a numpy array (float32).
+            convert_to_tensor: Return a torch tensor (takes precedence over ``convert_to_numpy``).
+            max_batch_tokens: Token budget per batch for this call (default: the model's ``max_batch_tokens``).
+            calibrated: Return probabilities from the calibration stored in the model folder
+                (``sigmoid(a * logit + b)``; see ``crossencoder calibrate``) instead of applying ``activation_fn``.
+
+        Returns:
+            Shape ``(n,)`` for 1-label models, ``(n, num_labels)`` for classifiers; a scalar / one row for a
+            single pair. Without numpy/tensor conversion, a list of 0-d / 1-d tensors.
+
+        Raises:
+            TypeError: ``pairs`` is not a list of pairs of strings (the message names the index).
+            ValueError: a pair has the wrong length, bad batch sizes, or ``calibrated=True`` without a calibration.
+
+        Example:
+            >>> model.predict([("How many people live in Berlin?", "Berlin has 3.5 million inhabitants."),
+            ...                ("How many people live in Berlin?", "Berlin is well known for its museums.")])
+            array([0.98, 0.01], dtype=float32)
+        """
+        single = is_single_pair(pairs)
+        pair_list = validate_pairs([pairs] if single else pairs)
+        if not pair_list:
+            scores = torch.empty((0,), dtype=torch.float32)
+        else:
+            logits = self._logits(pair_list, batch_size, max_batch_tokens, show_progress_bar)
+            scores = self._apply_activation(logits, activation_fn, apply_softmax, calibrated)
+        if convert_to_tensor:
+            result: Any = scores
+        elif convert_to_numpy:
+            result = scores.numpy() if len(pair_list) else np.array([])
+        else:
+            result = list(scores)
+        return result[0] if single else result
+
+    def _apply_activation(
+        self, logits: torch.Tensor, activation_fn: Callable | None, apply_softmax: bool, calibrated: bool
+    ) -> torch.Tensor:
+        if calibrated:
+            calibration = self.calibration
+            if calibration is None:
+                raise ValueError("calibrated=True but this model has no calibration: fit one with `crossencoder calibrate`.")
+            if self.num_labels != 1:
+                raise ValueError("Score calibration applies to 1-label models only.")
+            scores = torch.sigmoid(float(calibration["a"]) * logits + float(calibration["b"]))
+        else:
+            fn = activation_fn if activation_fn is not None else self.activation_fn
+            scores = fn(logits) if fn is not None else logits
+        if self.num_labels == 1:
+            scores = scores.squeeze(-1)
+        elif apply_softmax:
+            scores = torch.softmax(scores, dim=1)
+        return scores
+
+    def predict_labels(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, **kwargs: Any) -> list[str]:
+        """Predicted label name of each pair, for classifiers (``num_labels > 1``), from ``config.id2label``.
+
+        Example:
+            >>> nli = CrossEncoder("cross-encoder/nli-deberta-v3-base")
+            >>> nli.predict_labels([("A man is eating pizza", "A man eats something")])
+            ['entailment']
+        """
+        if self.num_labels < 2:
+            raise ValueError("predict_labels() needs a classifier (num_labels > 1); use predict() for scores.")
+        scores = self.predict(pairs, batch_size=batch_size, convert_to_numpy=True, **kwargs)
+        scores = np.atleast_2d(scores)
+        names = self.id2label
+        return [names.get(int(i), str(int(i))) for i in scores.argmax(axis=1)]
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_k: int | None = None,
+        return_documents: bool = False,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        activation_fn: Callable | None = None,
+        apply_softmax: bool = False,
+        max_batch_tokens: int | None = None,
+        calibrated: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Score ``documents`` against ``query`` and return them best first.
+
+        Args:
+            query: The query.
+            documents: Passages to rank.
+            top_k: Keep only the best ``top_k`` (None keeps all).
+            return_documents: Add each document's ``text`` to its result.
+            batch_size, show_progress_bar, activation_fn, apply_softmax, max_batch_tokens, calibrated:
+                as in :meth:`predict`.
+
+        Returns:
+            ``[{"corpus_id": int, "score": float[, "text": str]}, ...]`` sorted by score, descending; equal scores
+            keep the input order.
+
+        Raises:
+            ValueError: the model is a classifier (``num_labels > 1``) or ``top_k`` is not positive.
+            TypeError: the query or a document is not a string.
+
+        Example:
+            >>> model.rank("How many people live in Berlin?",
+            ...            ["Berlin has 3.5 million inhabitants.", "Berlin is well known for its museums."],
+            ...            return_documents=True)
+            [{'corpus_id': 0, 'score': 0.98, 'text': 'Berlin has 3.5 million inhabitants.'}, ...]
+        """
+        if self.num_labels != 1:
+            raise ValueError("rank() needs a 1-label model; use predict() or predict_labels() for classifiers.")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be a positive integer or None, got {top_k}.")
+        docs = validate_documents(query, documents)
+        scores = self.predict(
+            [(query, d) for d in docs], batch_size=batch_size, show_progress_bar=show_progress_bar,
+            activation_fn=activation_fn, apply_softmax=apply_softmax, convert_to_numpy=True,
+            max_batch_tokens=max_batch_tokens, calibrated=calibrated,
+        )
+        results: list[dict[str, Any]] = []
+        for i, score in enumerate(np.atleast_1d(scores).tolist() if docs else []):
+            results.append({"corpus_id": i, "score": float(score)})
+            if return_documents:
+                results[-1]["text"] = docs[i]
+        results.sort(key=lambda r: -r["score"] if not math.isnan(r["score"]) else math.inf)
+        return results[:top_k]
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path: str | os.PathLike, safe_serialization: bool = True) -> None:
+        """Save model, tokenizer and settings to a folder that transformers and sentence-transformers both load.
+
+        The activation is written in sentence-transformers' conventions (``config.json`` key
+        ``sentence_transformers`` and ``config_sentence_transformers.json``), so scores are identical in either library.
+
+        Args:
+            path: Output folder (created if needed).
+            safe_serialization: Write ``model.safetensors`` (default) rather than a pickle.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        activation = fullname(self.activation_fn) if self.activation_fn is not None else None
+        st_settings = dict(getattr(self.config, ST_CONFIG_KEY, None) or {})
+        st_settings.update({"activation_fn": activation, "version": _st_version_tag()})
+        self.config.sentence_transformers = st_settings
+        self.model.save_pretrained(path, safe_serialization=safe_serialization)
+        self.tokenizer.save_pretrained(path)
+        st_file = path / "config_sentence_transformers.json"
+        st_config = json.loads(st_file.read_text()) if st_file.is_file() else {}
+        st_config.update({"model_type": "CrossEncoder", "activation_fn": activation})
+        st_file.write_text(json.dumps(st_config, indent=2) + "\n")
+
+    save_pretrained = save
+
+
+def _st_version_tag() -> str:
+    from crossencoder import __version__
+
+    return f"crossencoder-{__version__}"

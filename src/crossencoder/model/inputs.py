@@ -1,0 +1,60 @@
+"""Validation of user inputs: pairs, queries and documents. Errors name the offending index."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def is_single_pair(pairs: Any) -> bool:
+    """True for one pair (``("q", "d")``), False for a batch of pairs (sentence-transformers' rule)."""
+    if isinstance(pairs, np.ndarray):
+        return pairs.ndim == 1 and pairs.size > 0
+    if isinstance(pairs, (list, tuple)):
+        return len(pairs) > 0 and isinstance(pairs[0], str)
+    return False
+
+
+def validate_pairs(pairs: Any) -> list[tuple[str, str]]:
+    """Return ``pairs`` as a list of ``(str, str)``.
+
+    Raises:
+        TypeError: ``pairs`` is not a sequence of pairs, or an element is not a pair of strings.
+        ValueError: a pair does not have exactly two texts.
+    """
+    if pairs is None:
+        raise TypeError("pairs must be a list of (text_a, text_b) pairs, got None.")
+    if isinstance(pairs, np.ndarray):
+        pairs = pairs.tolist()
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
+        raise TypeError(f"pairs must be a list of (text_a, text_b) pairs, got {type(pairs).__name__}.")
+    out: list[tuple[str, str]] = []
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence):
+            raise TypeError(f"pairs[{i}] must be a (text_a, text_b) pair, got {type(pair).__name__}.")
+        if len(pair) != 2:
+            raise ValueError(f"pairs[{i}] must have exactly 2 texts, got {len(pair)}.")
+        a, b = pair
+        for j, text in enumerate((a, b)):
+            if not isinstance(text, str):
+                raise TypeError(f"pairs[{i}][{j}] must be a str, got {type(text).__name__}.")
+        out.append((a, b))
+    return out
+
+
+def validate_documents(query: Any, documents: Any) -> list[str]:
+    """Check ``rank()`` inputs and return the documents as a list.
+
+    Raises:
+        TypeError: the query is not a string, or a document is not a string.
+    """
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a str, got {type(query).__name__}.")
+    if documents is None or isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence):
+        raise TypeError(f"documents must be a list of str, got {type(documents).__name__}.")
+    for i, doc in enumerate(documents):
+        if not isinstance(doc, str):
+            raise TypeError(f"documents[{i}] must be a str, got {type(doc).__name__}.")
+    return list(documents)

@@ -1,0 +1,96 @@
+"""Resolve and load model folders: local paths, catalog short names and Hub ids (cache, revision, offline)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import constants as hub_constants
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+
+from crossencoder.catalog import resolve_name
+from crossencoder.errors import ModelNotFoundError
+
+
+def _looks_like_path(name: str) -> bool:
+    # A Hub id is "name" or "org/name"; anything with more parts, a leading dot/slash/tilde is meant as a path.
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def resolve_model(model_name_or_path: str | os.PathLike) -> str:
+    """Return what transformers should load: an existing local folder or a Hub id.
+
+    Catalog short names (``ms-marco-MiniLM-L6-v2``) map to their Hub id. A path-like name that does not exist raises.
+
+    Raises:
+        ModelNotFoundError: the name looks like a local path and there is no folder there.
+    """
+    name = os.fspath(model_name_or_path)
+    if not isinstance(name, str) or not name.strip():
+        raise ModelNotFoundError("The model name is empty: pass a local folder or a Hugging Face Hub id.")
+    expanded = os.path.expanduser(name)
+    if os.path.isdir(expanded):
+        return expanded
+    if _looks_like_path(name):
+        raise ModelNotFoundError(f"Model folder {name!r} does not exist.")
+    return resolve_name(name)
+
+
+def _hub_failure(name: str, revision: str | None, cache_folder: str | None, exc: BaseException) -> ModelNotFoundError:
+    offline = hub_constants.HF_HUB_OFFLINE
+    tried = f"a local folder named {name!r} (none), the Hub cache ({cache_folder or hub_constants.HF_HUB_CACHE})"
+    tried += ", and not the Hub (offline mode: HF_HUB_OFFLINE=1)" if offline else ", and the Hugging Face Hub"
+    rev = f" at revision {revision!r}" if revision else ""
+    return ModelNotFoundError(
+        f"Could not load model {name!r}{rev}: tried {tried}. Cause: {type(exc).__name__}: {str(exc).splitlines()[0]}. "
+        "Fix: pass the path of a local model folder, or download it once with network access "
+        f"(`hf download {name}`) so it is in the cache."
+    )
+
+
+def load_config(
+    source: str,
+    hub_kwargs: dict[str, Any],
+    config_kwargs: dict[str, Any] | None = None,
+) -> PretrainedConfig:
+    """Load the transformers config, turning 'not found / unreachable' into one readable error."""
+    try:
+        return AutoConfig.from_pretrained(source, **hub_kwargs, **(config_kwargs or {}))
+    except (OSError, ValueError) as exc:
+        if os.path.isdir(source):
+            raise ModelNotFoundError(f"{source!r} is not a transformers model folder: {exc}") from exc
+        raise _hub_failure(source, hub_kwargs.get("revision"), hub_kwargs.get("cache_dir"), exc) from exc
+
+
+def load_tokenizer(
+    source: str, hub_kwargs: dict[str, Any], tokenizer_kwargs: dict[str, Any] | None = None
+) -> PreTrainedTokenizerBase:
+    """Load the (fast) tokenizer of a model folder or Hub id."""
+    try:
+        return AutoTokenizer.from_pretrained(source, **hub_kwargs, **(tokenizer_kwargs or {}))
+    except (OSError, ValueError) as exc:
+        raise _hub_failure(source, hub_kwargs.get("revision"), hub_kwargs.get("cache_dir"), exc) from exc
+
+
+def read_sentence_transformers_config(source: str, hub_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Read ``config_sentence_transformers.json`` (sentence-transformers >= 6 stores the activation there), if any."""
+    if os.path.isdir(source):
+        path = Path(source) / "config_sentence_transformers.json"
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(
+            source, "config_sentence_transformers.json", cache_dir=hub_kwargs.get("cache_dir"),
+            revision=hub_kwargs.get("revision"),
+        )
+        if not isinstance(cached, str):
+            return {}
+        path = Path(cached)
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}

@@ -1,0 +1,33 @@
+"""Shared fixtures: small cross-encoder folders built on the fly, never downloaded."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from crossencoder.testing import make_minilm_cross_encoder, make_tiny_cross_encoder
+
+# Tests must never reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+NLI_LABELS = {0: "contradiction", 1: "entailment", 2: "neutral"}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A 2-layer BERT re-ranker (1 label, window 128) with the real WordPiece tokenizer."""
+    return make_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-ce"), num_labels=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_nli_model_dir(tmp_path_factory):
+    """A 2-layer BERT pair classifier with 3 NLI labels."""
+    return make_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-nli"), num_labels=3, id2label=NLI_LABELS)
+
+
+@pytest.fixture(scope="session")
+def minilm_model_dir(tmp_path_factory):
+    """all-MiniLM-L6-v2 weights with a seeded 1-label head (the ms-marco-MiniLM-L6-v2 architecture)."""
+    return make_minilm_cross_encoder(tmp_path_factory.mktemp("minilm-ce"), num_labels=1)
