@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 
-import pytest
+# Tests must never reach a model hub: set before huggingface_hub is imported (it reads these once).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-from crossencoder.testing import make_minilm_cross_encoder, make_tiny_cross_encoder
+import pytest  # noqa: E402
 
-# Tests must never reach a model hub.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from crossencoder.testing import make_minilm_cross_encoder, make_tiny_cross_encoder  # noqa: E402
 
 NLI_LABELS = {0: "contradiction", 1: "entailment", 2: "neutral"}
 

@@ -49,34 +49,37 @@ def load_model(args: argparse.Namespace):
     )
 
 
-def open_input(path: str) -> IO[str]:
-    """Open ``path`` for reading as UTF-8 text; ``-`` is standard input."""
+def _open_binary(path: str) -> IO:
     if path == "-":
-        return sys.stdin
+        # Tests (and some embedders) replace stdin with a text stream that has no byte buffer.
+        return getattr(sys.stdin, "buffer", sys.stdin)
     if not Path(path).is_file():
         raise InputError(f"{path}: no such file.")
-    return open(path, encoding="utf-8", newline="")
+    return open(path, "rb")
 
 
 def read_lines(path: str) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, line)`` for the non-blank lines of a UTF-8 file, with clear decoding errors."""
-    stream = open_input(path)
+    """Yield ``(line_number, line)`` for the non-blank lines of a UTF-8 file (``-`` = stdin).
+
+    Lines are decoded one by one so a decoding error names the right line.
+
+    Raises:
+        InputError: the file does not exist or a line is not valid UTF-8.
+    """
+    stream = _open_binary(path)
     name = "<stdin>" if path == "-" else path
     try:
-        lineno = 0
-        while True:
-            try:
-                line = stream.readline()
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{name}:{lineno + 1}: not valid UTF-8 ({exc.reason}).") from None
-            if not line:
-                break
-            lineno += 1
-            line = line.rstrip("\r\n")
+        for lineno, raw in enumerate(stream, start=1):
+            if isinstance(raw, bytes):
+                try:
+                    raw = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError(f"{name}:{lineno}: not valid UTF-8 ({exc.reason}).") from None
+            line = raw.rstrip("\r\n").lstrip("\ufeff") if lineno == 1 else raw.rstrip("\r\n")
             if line.strip():
                 yield lineno, line
     finally:
-        if stream is not sys.stdin:
+        if path != "-":
             stream.close()
 
 

@@ -119,13 +119,18 @@ class CrossEncoder:
             "token": token,
         }
         config_kwargs = dict(config_kwargs or {})
+        model_kwargs = dict(model_kwargs or {})
         if num_labels is not None:
             config_kwargs["num_labels"] = num_labels
+            # Asking for a head size the folder does not have means "start a fresh head", not a crash.
+            model_kwargs.setdefault("ignore_mismatched_sizes", True)
         self.config = load_config(source, hub_kwargs, config_kwargs)
         self.tokenizer = load_tokenizer(source, hub_kwargs, tokenizer_kwargs)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         self.model = load_torch_model(source, self.config, hub_kwargs, model_kwargs)
+        # transformers may copy the config it is given; keep one object so edits (calibration) reach save().
+        self.config = self.model.config
         self.model_path = self._local_folder(source, hub_kwargs)
         self.max_length = self._resolve_max_length(max_length)
         self.max_batch_tokens = max_batch_tokens or (8192 if self.device.type == "cpu" else 65536)

@@ -1,0 +1,111 @@
+"""`crossencoder rank`, `score` and `models`: outputs, order, formats and one-line errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from crossencoder import CrossEncoder
+from crossencoder.cli.main import main
+
+PASSAGES = ["Berlin has 3.5 million inhabitants.", "Paris is the capital of France.", "Berlin is known for museums."]
+
+
+def run(argv, capsys, stdin: str | None = None, monkeypatch=None):
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_rank_text_file_sorted_with_top_k(tiny_model_dir, tmp_path, capsys):
+    path = tmp_path / "p.txt"
+    path.write_text("\n".join(PASSAGES[:2]) + "\n\n" + PASSAGES[2] + "\n")
+    code, out, _ = run(["rank", "-m", tiny_model_dir, "-q", "berlin population", "--top-k", "2", path], capsys)
+    assert code == 0
+    expected = CrossEncoder(tiny_model_dir).rank("berlin population", PASSAGES, top_k=2, return_documents=True)
+    lines = out.splitlines()
+    assert [line.split("\t", 1)[1] for line in lines] == [h["text"] for h in expected]
+    assert [float(line.split("\t")[0]) for line in lines] == pytest.approx([h["score"] for h in expected], abs=1e-4)
+
+
+def test_rank_jsonl_stdin_json_output(tiny_model_dir, capsys, monkeypatch):
+    stdin = "".join(json.dumps({"_id": str(i), "text": p}) + "\n" for i, p in enumerate(PASSAGES))
+    code, out, _ = run(["rank", "-m", tiny_model_dir, "-q", "q", "--json", "-"], capsys, stdin, monkeypatch)
+    assert code == 0
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["rank"] for r in records] == [1, 2, 3]
+    assert sorted(r["corpus_id"] for r in records) == [0, 1, 2]
+    assert all(r["text"] == PASSAGES[r["corpus_id"]] for r in records)
+
+
+def test_score_tsv_keeps_order(tiny_model_dir, tmp_path, capsys):
+    pairs = [("a man eats", "someone is eating"), ("a cat", "a dog"), ("x", "")]
+    path = tmp_path / "pairs.tsv"
+    path.write_text("".join(f"{a}\t{b}\n" for a, b in pairs))
+    code, out, _ = run(["score", "-m", tiny_model_dir, path], capsys)
+    assert code == 0
+    expected = CrossEncoder(tiny_model_dir).predict(pairs)
+    np.testing.assert_allclose([float(x) for x in out.split()], expected, atol=1e-5)
+
+
+def test_score_classifier_labels_and_probabilities(tiny_nli_model_dir, tmp_path, capsys):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"sentence1": "a man eats", "sentence2": "someone eats"}) + "\n")
+    code, out, _ = run(["score", "-m", tiny_nli_model_dir, "--json", path], capsys)
+    assert code == 0
+    record = json.loads(out)
+    model = CrossEncoder(tiny_nli_model_dir)
+    assert record["label"] == model.predict_labels([("a man eats", "someone eats")])[0]
+    assert set(record["probabilities"]) == {"contradiction", "entailment", "neutral"}
+    assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"a\tb\nonly one field\n", "pairs.txt:2: expected 2 tab-separated"),
+        (b'{"text_a": "x"}\n', "pairs.txt:1: missing field"),
+        (b'{"text_a": "x", "text_b": 3}\n', "must be a string"),
+        (b"{not json\n", "pairs.txt:1: invalid JSON"),
+        (b"ok\tfine\n\xff\xfe\tbad\n", "pairs.txt:2: not valid UTF-8"),
+        (b"\n\n", "no pairs found"),
+    ],
+)
+def test_score_bad_files_exit_nonzero_with_one_line(tiny_model_dir, tmp_path, capsys, content, message):
+    path = tmp_path / "pairs.txt"
+    path.write_bytes(content)
+    code, out, err = run(["score", "-m", tiny_model_dir, path], capsys)
+    assert code == 1 and out == ""
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_missing_file_and_model(tiny_model_dir, tmp_path, capsys):
+    code, _, err = run(["rank", "-m", tiny_model_dir, "-q", "q", tmp_path / "nope.txt"], capsys)
+    assert code == 1 and "no such file" in err
+    (tmp_path / "p.txt").write_text("a passage\n")
+    code, _, err = run(["rank", "-m", "cross-encoder/does-not-exist", "-q", "q", tmp_path / "p.txt"], capsys)
+    assert code == 1 and "Could not load model" in err and "local model folder" in err
+
+
+def test_models_table_and_json(capsys):
+    code, out, _ = run(["models"], capsys)
+    assert code == 0 and "ms-marco-MiniLM-L6-v2" in out and "nli-deberta-v3-base" in out
+    code, out, _ = run(["models", "--json"], capsys)
+    entries = json.loads(out)
+    assert {"name", "hub_id", "task", "num_labels", "activation", "max_length", "published"} <= set(entries[0])
+
+
+def test_entry_point_help_and_exit_code(tmp_path):
+    exe = [sys.executable, "-m", "crossencoder.cli.main"]
+    help_text = subprocess.run([*exe, "rank", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--query" in help_text and "example" in help_text
+    bad = subprocess.run([*exe, "rank", "-m", str(tmp_path / "none"), "-q", "q", "-"], input="p\n",
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.startswith("crossencoder: error:")

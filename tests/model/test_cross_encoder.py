@@ -1,0 +1,237 @@
+"""Behaviour of CrossEncoder: shapes, ordering, bad input, truncation, labels, save/load, calibration."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from crossencoder import CrossEncoder
+
+PAIRS = [
+    ("How many people live in Berlin?", "Berlin has a population of 3,520,031 registered inhabitants."),
+    ("How many people live in Berlin?", "Berlin is well known for its museums."),
+    ("What is the capital of France?", "Paris is the capital and most populous city of France."),
+    ("short", "a " * 40),
+]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    return CrossEncoder(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def nli(tiny_nli_model_dir):
+    return CrossEncoder(tiny_nli_model_dir)
+
+
+def test_predict_shapes_and_dtypes(model):
+    scores = model.predict(PAIRS)
+    assert isinstance(scores, np.ndarray) and scores.shape == (4,) and scores.dtype == np.float32
+    assert ((scores > 0) & (scores < 1)).all()  # default Sigmoid for 1 label
+    single = model.predict(PAIRS[0])
+    assert isinstance(single, np.float32) and single == pytest.approx(scores[0], abs=1e-6)
+    tensor = model.predict(PAIRS, convert_to_tensor=True)
+    assert isinstance(tensor, torch.Tensor) and tensor.shape == (4,)
+    as_list = model.predict(PAIRS, convert_to_numpy=False)
+    assert isinstance(as_list, list) and len(as_list) == 4 and isinstance(as_list[0], torch.Tensor)
+
+
+def test_empty_input_returns_empty_of_right_type(model):
+    assert isinstance(model.predict([]), np.ndarray) and model.predict([]).shape == (0,)
+    assert isinstance(model.predict([], convert_to_tensor=True), torch.Tensor)
+    assert model.rank("q", []) == []
+
+
+def test_order_restored_whatever_the_batching(model):
+    reference = np.array([model.predict(p) for p in PAIRS])
+    for batch_size, budget in [(1, None), (2, None), (32, 64), (3, 10_000)]:
+        got = model.predict(PAIRS, batch_size=batch_size, max_batch_tokens=budget)
+        np.testing.assert_allclose(got, reference, atol=1e-5)
+
+
+def test_empty_strings_are_scored(model):
+    scores = model.predict([("", ""), ("query", "")])
+    assert np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize(
+    "bad, error, index",
+    [
+        (None, TypeError, None),
+        ("not pairs", TypeError, None),
+        ([("a", "b"), ("a", None)], TypeError, "pairs[1][1]"),
+        ([("a", "b"), ("a", "b", "c")], ValueError, "pairs[1]"),
+        ([("a", "b"), 5], TypeError, "pairs[1]"),
+        ([("a", "b"), ("a", 3)], TypeError, "pairs[1][1]"),
+    ],
+)
+def test_bad_pairs_name_the_index(model, bad, error, index):
+    with pytest.raises(error) as info:
+        model.predict(bad)
+    if index:
+        assert index in str(info.value)
+
+
+def test_rank_sorted_top_k_and_documents(model):
+    docs = [p[1] for p in PAIRS]
+    scores = model.predict([(PAIRS[0][0], d) for d in docs])
+    hits = model.rank(PAIRS[0][0], docs, return_documents=True)
+    assert [h["corpus_id"] for h in hits] == list(np.argsort(-scores, kind="stable"))
+    assert all(h["text"] == docs[h["corpus_id"]] for h in hits)
+    top = model.rank(PAIRS[0][0], docs, top_k=2)
+    assert len(top) == 2 and "text" not in top[0] and top == [{k: h[k] for k in ("corpus_id", "score")} for h in hits[:2]]
+
+
+def test_rank_is_stable_on_ties(model):
+    hits = model.rank("q", ["same", "other", "same", "same"])
+    tied = [h["corpus_id"] for h in hits if h["corpus_id"] != 1]
+    assert tied == [0, 2, 3]
+
+
+def test_rank_bad_input(model, nli):
+    with pytest.raises(TypeError, match="query"):
+        model.rank(None, ["a"])
+    with pytest.raises(TypeError, match=r"documents\[1\]"):
+        model.rank("q", ["a", 1])
+    with pytest.raises(ValueError, match="top_k"):
+        model.rank("q", ["a"], top_k=0)
+    with pytest.raises(ValueError, match="1-label"):
+        nli.rank("q", ["a"])
+
+
+def test_truncation_keeps_query_and_warns_once(model, caplog):
+    query = "where is the museum island"
+    long_doc = "berlin " * 500
+    encoded = model.tokenize([(query, long_doc)])
+    assert encoded["input_ids"].shape[1] == model.max_length
+    query_ids = model.tokenizer(query, add_special_tokens=False)["input_ids"]
+    assert encoded["input_ids"][0, 1 : 1 + len(query_ids)].tolist() == query_ids
+    fresh = CrossEncoder(model.model_path)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        fresh.predict([(query, long_doc)])
+        fresh.predict([(query, long_doc)])
+    assert sum("truncated" in r.message for r in caplog.records) == 1
+
+
+def test_overlong_query_is_cut_too(model):
+    encoded = model.tokenize([("query " * 400, "doc " * 400)])
+    assert encoded["input_ids"].shape[1] == model.max_length
+
+
+def test_activation_override_and_identity(model):
+    logits = model.predict(PAIRS, activation_fn=torch.nn.Identity())
+    np.testing.assert_allclose(torch.sigmoid(torch.tensor(logits)).numpy(), model.predict(PAIRS), atol=1e-6)
+
+
+def test_classifier_rows_softmax_and_labels(nli):
+    logits = nli.predict(PAIRS)
+    assert logits.shape == (4, 3)
+    probs = nli.predict(PAIRS, apply_softmax=True)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert nli.predict(PAIRS[0]).shape == (3,)
+    labels = nli.predict_labels(PAIRS)
+    assert labels == [nli.id2label[i] for i in logits.argmax(axis=1)]
+    assert set(labels) <= {"contradiction", "entailment", "neutral"}
+
+
+def test_predict_labels_needs_classifier(model):
+    with pytest.raises(ValueError, match="classifier"):
+        model.predict_labels(PAIRS)
+
+
+def test_save_roundtrip_keeps_scores_and_activation(model, tmp_path):
+    model.activation_fn = torch.nn.Identity()
+    try:
+        model.save(tmp_path / "saved")
+        expected = model.predict(PAIRS)
+    finally:
+        model.activation_fn = torch.nn.Sigmoid()
+    reloaded = CrossEncoder(tmp_path / "saved")
+    assert isinstance(reloaded.activation_fn, torch.nn.Identity)
+    np.testing.assert_allclose(reloaded.predict(PAIRS), expected, atol=1e-6)
+    assert reloaded.max_length == model.max_length
+    assert (tmp_path / "saved" / "model.safetensors").is_file()
+
+
+def test_untrusted_activation_path_is_ignored(tiny_model_dir, tmp_path):
+    model = CrossEncoder(tiny_model_dir)
+    model.save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["sentence_transformers"]["activation_fn"] = "os.system"
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "m" / "config_sentence_transformers.json").unlink()
+    assert isinstance(CrossEncoder(tmp_path / "m").activation_fn, torch.nn.Sigmoid)
+
+
+def test_legacy_activation_key_is_read(tiny_model_dir, tmp_path):
+    CrossEncoder(tiny_model_dir).save(tmp_path / "m")
+    (tmp_path / "m" / "config_sentence_transformers.json").unlink()
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    del config["sentence_transformers"]
+    config["sbert_ce_default_activation_function"] = "torch.nn.modules.linear.Identity"
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    assert isinstance(CrossEncoder(tmp_path / "m").activation_fn, torch.nn.Identity)
+
+
+def test_fresh_head_from_plain_encoder_or_other_head(tiny_nli_model_dir, tmp_path):
+    from transformers import AutoTokenizer, BertModel
+
+    BertModel.from_pretrained(tiny_nli_model_dir).save_pretrained(tmp_path / "encoder")
+    AutoTokenizer.from_pretrained(tiny_nli_model_dir).save_pretrained(tmp_path / "encoder")
+    encoder = CrossEncoder(tmp_path / "encoder", num_labels=1)
+    assert encoder.num_labels == 1 and encoder.predict(PAIRS).shape == (4,)
+    # A folder with a 3-label head asked for 1 label gets a fresh head instead of a size-mismatch crash.
+    relabelled = CrossEncoder(tiny_nli_model_dir, num_labels=1)
+    assert relabelled.predict(PAIRS).shape == (4,)
+
+
+def test_calibrated_scores(model):
+    with pytest.raises(ValueError, match="calibrate"):
+        model.predict(PAIRS, calibrated=True)
+    model.config.crossencoder = {"calibration": {"method": "platt", "a": 2.0, "b": -1.0}}
+    try:
+        logits = model.predict(PAIRS, activation_fn=torch.nn.Identity())
+        np.testing.assert_allclose(model.predict(PAIRS, calibrated=True), 1 / (1 + np.exp(-(2 * logits - 1))), atol=1e-6)
+    finally:
+        del model.config.crossencoder
+
+
+def test_invalid_options(tiny_model_dir):
+    with pytest.raises(ValueError, match="backend"):
+        CrossEncoder(tiny_model_dir, backend="tensorrt")
+    with pytest.raises(ValueError, match="dtype"):
+        CrossEncoder(tiny_model_dir, dtype="float8")
+    with pytest.raises(ValueError, match="device"):
+        CrossEncoder(tiny_model_dir, device="gpu!")
+    model = CrossEncoder(tiny_model_dir)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.predict(PAIRS, batch_size=0)
+
+
+def test_max_length_override(tiny_model_dir):
+    model = CrossEncoder(tiny_model_dir, max_length=16)
+    assert model.tokenize([("a " * 30, "b " * 30)])["input_ids"].shape[1] == 16
+
+
+def test_oom_splits_batch_and_retries(model, monkeypatch):
+    calls = []
+    original = model.backend.forward
+
+    def flaky(features):
+        calls.append(features["input_ids"].shape[0])
+        if features["input_ids"].shape[0] > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return original(features)
+
+    monkeypatch.setattr(model.backend, "forward", flaky)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    scores = model.predict(PAIRS[:3], batch_size=32)
+    monkeypatch.undo()
+    np.testing.assert_allclose(scores, model.predict(PAIRS[:3]), atol=1e-5)
+    assert calls[0] == 3 and calls.count(1) == 3

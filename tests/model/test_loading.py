@@ -1,0 +1,66 @@
+"""Model resolution: local folders, catalog names, the Hub cache (revision, offline) and readable failures."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from crossencoder import CATALOG, CrossEncoder, ModelNotFoundError
+from crossencoder.model.loading import resolve_model
+from crossencoder.testing import make_tiny_cross_encoder
+
+
+def _fake_hub_cache(cache, repo_id, snapshots: dict[str, object], refs: dict[str, str]):
+    """Lay out folders exactly as huggingface_hub's cache does: models--org--name/{snapshots/<sha>,refs/<name>}."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    for sha, folder in snapshots.items():
+        shutil.copytree(folder, repo / "snapshots" / sha)
+    (repo / "refs").mkdir(parents=True)
+    for name, sha in refs.items():
+        (repo / "refs" / name).write_text(sha)
+
+
+def test_hub_id_loads_from_cache_offline_with_revision(tmp_path, tiny_model_dir):
+    other = make_tiny_cross_encoder(tmp_path / "other", seed=1)
+    main_sha, v1_sha = "a" * 40, "b" * 40
+    _fake_hub_cache(tmp_path / "cache", "acme/tiny-reranker", {main_sha: tiny_model_dir, v1_sha: other},
+                    {"main": main_sha, "v1": v1_sha})
+    pairs = [("query", "a passage"), ("query", "another passage")]
+    from_cache = CrossEncoder("acme/tiny-reranker", cache_folder=str(tmp_path / "cache"))
+    np.testing.assert_allclose(from_cache.predict(pairs), CrossEncoder(tiny_model_dir).predict(pairs), atol=1e-6)
+    assert from_cache.model_path.name == main_sha
+    tagged = CrossEncoder("acme/tiny-reranker", revision="v1", cache_folder=str(tmp_path / "cache"))
+    np.testing.assert_allclose(tagged.predict(pairs), CrossEncoder(other).predict(pairs), atol=1e-6)
+
+
+def test_unreachable_hub_gives_one_readable_error(tmp_path):
+    with pytest.raises(ModelNotFoundError) as info:
+        CrossEncoder("cross-encoder/ms-marco-MiniLM-L6-v2", cache_folder=str(tmp_path))
+    message = str(info.value)
+    assert "cross-encoder/ms-marco-MiniLM-L6-v2" in message
+    assert "cache" in message and "offline" in message
+    assert "local model folder" in message
+
+
+def test_catalog_short_name_resolves_to_hub_id():
+    assert resolve_model("ms-marco-MiniLM-L6-v2") == "cross-encoder/ms-marco-MiniLM-L6-v2"
+    assert {"rerank", "similarity", "nli", "duplicate"} <= {e.task for e in CATALOG.values()}
+    assert any("multilingual" in e.languages for e in CATALOG.values())
+
+
+def test_missing_local_folder_is_named(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        CrossEncoder(str(tmp_path / "missing" / "model"))
+
+
+def test_folder_that_is_not_a_model(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match="not a transformers model folder"):
+        CrossEncoder(tmp_path / "empty")
+
+
+def test_empty_name():
+    with pytest.raises(ModelNotFoundError, match="empty"):
+        CrossEncoder("")
