@@ -55,8 +55,10 @@ class CrossEncoder:
         model_name_or_path: Local folder, Hub id (``"cross-encoder/ms-marco-MiniLM-L6-v2"``) or catalog short name.
         num_labels: Size of the classification head. Set it to start from a plain encoder (a fresh head is
             initialised) or to override the folder's value.
-        max_length: Maximum tokens per pair; longer pairs are truncated (the passage is cut, the query kept).
-            Defaults to the tokenizer's ``model_max_length``, capped at the model's position embeddings.
+        max_length: Maximum tokens per pair; longer pairs are truncated: the passage is cut and the query kept
+            whole when it fits (sentence-transformers' ``longest_first`` would also cut a query longer than the
+            remaining passage; for shorter queries both give the same tokens). Defaults to the tokenizer's
+            ``model_max_length``, capped at the model's position embeddings.
         activation_fn: Applied to the logits by ``predict``. Default: what the folder declares
             (sentence-transformers conventions), else Sigmoid for 1 label and identity otherwise.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; None picks cuda, then mps, then cpu.
