@@ -45,6 +45,15 @@ def test_rank_jsonl_stdin_json_output(tiny_model_dir, capsys, monkeypatch):
     assert all(r["text"] == PASSAGES[r["corpus_id"]] for r in records)
 
 
+def test_rank_long_documents_reports_window(tiny_model_dir, tmp_path, capsys):
+    path = tmp_path / "p.txt"
+    path.write_text("short passage\n" + "long passage words " * 200 + "\n")
+    code, out, _ = run(["rank", "-m", tiny_model_dir, "-q", "q", "--json", "--long-documents", "max", path], capsys)
+    assert code == 0
+    records = {r["corpus_id"]: r for r in map(json.loads, out.splitlines())}
+    assert records[0]["window"] == 0 and records[1]["window"] >= 0 and len(records[1]["window_span"]) == 2
+
+
 def test_score_tsv_keeps_order(tiny_model_dir, tmp_path, capsys):
     pairs = [("a man eats", "someone is eating"), ("a cat", "a dog"), ("x", "")]
     path = tmp_path / "pairs.tsv"

@@ -31,6 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rank.add_argument("--query", "-q", required=True, help="the query")
     rank.add_argument("--top-k", "-k", type=int, help="print only the best K passages")
     rank.add_argument("--json", action="store_true", help="one JSON object per line: rank, corpus_id, score, text")
+    rank.add_argument("--long-documents", choices=["max", "mean", "first"],
+                      help="score passages longer than the model window in overlapping windows, aggregated this way "
+                           "(default: truncate)")
+    rank.add_argument("--stride", type=int, help="tokens shared by consecutive windows (with --long-documents)")
     rank.add_argument("file", nargs="?", default="-",
                       help="one passage per line, or JSONL with a 'text' field; - for stdin (default)")
     rank.set_defaults(func=run_rank)
@@ -95,7 +99,8 @@ def run_rank(args: argparse.Namespace) -> int:
     passages = read_passages(args.file)
     _check_nonempty(passages, args.file, "passages")
     model = load_model(args)
-    hits = model.rank(args.query, passages, top_k=args.top_k, return_documents=True, batch_size=args.batch_size)
+    hits = model.rank(args.query, passages, top_k=args.top_k, return_documents=True, batch_size=args.batch_size,
+                      long_documents=args.long_documents, stride=args.stride)
     out = sys.stdout
     for position, hit in enumerate(hits, start=1):
         if args.json:

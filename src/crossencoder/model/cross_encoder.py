@@ -28,6 +28,7 @@ from crossencoder.model.activation import (
 )
 from crossencoder.model.batching import pad_batch, token_budget_batches
 from crossencoder.model.inputs import is_single_pair, validate_documents, validate_pairs
+from crossencoder.model.windows import AGGREGATIONS, Aggregation, aggregate, split_into_windows
 from crossencoder.model.loading import (
     load_config,
     load_tokenizer,
@@ -289,21 +290,20 @@ class CrossEncoder:
 
     def _logits(
         self,
-        pairs: list[tuple[str, str]],
+        encodings: list[dict[str, list[int]]],
         batch_size: int,
         max_batch_tokens: int | None,
         show_progress_bar: bool | None,
     ) -> torch.Tensor:
         """Raw float32 logits ``[n, num_labels]`` in input order, computed in length-sorted token-budget batches."""
-        encodings = self._encode(pairs)
         lengths = [len(e["input_ids"]) for e in encodings]
         batches = list(token_budget_batches(lengths, batch_size, max_batch_tokens or self.max_batch_tokens))
         if show_progress_bar is None:
             disable: bool | None = True if len(batches) < _PROGRESS_MIN_BATCHES else None  # None: only on a TTY
         else:
             disable = not show_progress_bar
-        out = torch.empty((len(pairs), self.num_labels), dtype=torch.float32)
-        with tqdm(total=len(pairs), desc="Scoring pairs", unit="pair", disable=disable) as bar:
+        out = torch.empty((len(encodings), self.num_labels), dtype=torch.float32)
+        with tqdm(total=len(encodings), desc="Scoring pairs", unit="pair", disable=disable) as bar:
             for batch in batches:
                 out[batch] = self._forward(self._pad([encodings[i] for i in batch]))
                 bar.update(len(batch))
@@ -356,7 +356,7 @@ class CrossEncoder:
         if not pair_list:
             scores = torch.empty((0,), dtype=torch.float32)
         else:
-            logits = self._logits(pair_list, batch_size, max_batch_tokens, show_progress_bar)
+            logits = self._logits(self._encode(pair_list), batch_size, max_batch_tokens, show_progress_bar)
             scores = self._apply_activation(logits, activation_fn, apply_softmax, calibrated)
         if convert_to_tensor:
             result: Any = scores
@@ -412,6 +412,8 @@ class CrossEncoder:
         apply_softmax: bool = False,
         max_batch_tokens: int | None = None,
         calibrated: bool = False,
+        long_documents: Aggregation | None = None,
+        stride: int | None = None,
     ) -> list[dict[str, Any]]:
         """Score ``documents`` against ``query`` and return them best first.
 
@@ -422,6 +424,11 @@ class CrossEncoder:
             return_documents: Add each document's ``text`` to its result.
             batch_size, show_progress_bar, activation_fn, apply_softmax, max_batch_tokens, calibrated:
                 as in :meth:`predict`.
+            long_documents: None truncates passages longer than the window. ``"max"``, ``"mean"`` or ``"first"``
+                splits them into overlapping token windows (the query repeated in each), scores every window and
+                aggregates per document; results then gain ``window`` (index of the best window) and
+                ``window_span`` (its ``(start, end)`` character offsets in the document).
+            stride: Tokens shared by consecutive windows (default: ``max_length // 8``, at most 64).
 
         Returns:
             ``[{"corpus_id": int, "score": float[, "text": str]}, ...]`` sorted by score, descending; equal scores
@@ -441,15 +448,27 @@ class CrossEncoder:
             raise ValueError("rank() needs a 1-label model; use predict() or predict_labels() for classifiers.")
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be a positive integer or None, got {top_k}.")
+        if long_documents is not None and long_documents not in AGGREGATIONS:
+            raise ValueError(f"long_documents must be None or one of {', '.join(AGGREGATIONS)}, got {long_documents!r}.")
         docs = validate_documents(query, documents)
-        scores = self.predict(
-            [(query, d) for d in docs], batch_size=batch_size, show_progress_bar=show_progress_bar,
-            activation_fn=activation_fn, apply_softmax=apply_softmax, convert_to_numpy=True,
-            max_batch_tokens=max_batch_tokens, calibrated=calibrated,
-        )
+        if long_documents is None:
+            encodings = self._encode([(query, d) for d in docs])
+        else:
+            windows = split_into_windows(self.tokenizer, query, docs, self.max_length, stride)
+            encodings = windows.encodings
+        scores = np.empty((0,), dtype=np.float32)
+        if encodings:
+            logits = self._logits(encodings, batch_size, max_batch_tokens, show_progress_bar)
+            scores = self._apply_activation(logits, activation_fn, apply_softmax, calibrated).numpy()
+        if long_documents is not None:
+            scores, best = aggregate(scores, windows.doc_index, len(docs), long_documents)
+            first_window = {doc: w for w, doc in reversed(list(enumerate(windows.doc_index)))}
         results: list[dict[str, Any]] = []
-        for i, score in enumerate(np.atleast_1d(scores).tolist() if docs else []):
+        for i, score in enumerate(scores.tolist()):
             results.append({"corpus_id": i, "score": float(score)})
+            if long_documents is not None:
+                results[-1]["window"] = best[i]
+                results[-1]["window_span"] = windows.spans[first_window[i] + best[i]]
             if return_documents:
                 results[-1]["text"] = docs[i]
         results.sort(key=lambda r: -r["score"] if not math.isnan(r["score"]) else math.inf)
