@@ -33,6 +33,30 @@ def default_stride(max_length: int) -> int:
     return max(1, min(64, max_length // 8))
 
 
+def _token_windows(offsets: Sequence[tuple[int, int]], room: int, stride: int) -> list[tuple[int, int]]:
+    """Token ranges ``[start, end)`` of at most ``room`` tokens, overlapping by at least ``stride`` tokens.
+
+    Window starts are moved back to word starts where possible: a window that began inside a word ("##ing") would
+    tokenize differently on its own. Ends need no such care (greedy sub-word tokenizers cut a word's prefix the same
+    way), so the first window equals plain truncation.
+    """
+    n = len(offsets)
+
+    def word_start(i: int, floor: int) -> int:
+        j = i
+        while j > floor and offsets[j][0] == offsets[j - 1][1]:  # no gap before token j: it continues a word
+            j -= 1
+        return j if j > floor else i
+
+    ranges, start = [], 0
+    while True:
+        end = min(start + room, n)
+        ranges.append((start, end))
+        if end >= n:
+            return ranges
+        start = word_start(end - stride, start + 1)
+
+
 def split_into_windows(
     tokenizer: PreTrainedTokenizerBase,
     query: str,
@@ -43,8 +67,7 @@ def split_into_windows(
     """Split each (query, document) pair into windows of at most ``max_length`` tokens.
 
     Every window holds the whole query and a slice of the document; consecutive slices overlap by ``stride``
-    tokens. A document that fits is one window. Uses the fast tokenizer's overflow support, so windows follow
-    the model's own tokenization and special tokens.
+    tokens. A document that fits is one window. Cuts fall on the model's own token boundaries.
 
     Args:
         tokenizer: A fast (Rust) tokenizer.
@@ -72,16 +95,20 @@ def split_into_windows(
     windows = Windows()
     if not documents:
         return windows
-    enc = tokenizer(
-        [query] * len(documents), list(documents), truncation="only_second", max_length=max_length, stride=stride,
-        return_overflowing_tokens=True, return_offsets_mapping=True, padding=False,
-    )
+    # Windows are cut on the passage's own token offsets and each window's text is then tokenized as an ordinary
+    # pair, so a window's score is exactly predict((query, document[start:end])). (The tokenizer's built-in overflow
+    # for pairs is not used: its behaviour differs between transformers releases.)
+    offsets = tokenizer(list(documents), add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    texts: list[str] = []
+    for d, (doc, doc_offsets) in enumerate(zip(documents, offsets)):
+        for start, end in _token_windows(doc_offsets, room, stride):
+            span = (doc_offsets[start][0], doc_offsets[end - 1][1]) if doc_offsets else (0, 0)
+            windows.doc_index.append(d)
+            windows.spans.append(span)
+            texts.append(doc[span[0]:span[1]])
+    enc = tokenizer([query] * len(texts), texts, truncation="only_second", max_length=max_length, padding=False)
     keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
-    for w, doc in enumerate(enc["overflow_to_sample_mapping"]):
-        windows.encodings.append({k: enc[k][w] for k in keys})
-        windows.doc_index.append(int(doc))
-        passage = [off for off, seq in zip(enc["offset_mapping"][w], enc.sequence_ids(w)) if seq == 1]
-        windows.spans.append((passage[0][0], passage[-1][1]) if passage else (0, 0))
+    windows.encodings = [{k: enc[k][w] for k in keys} for w in range(len(texts))]
     return windows
 
 
