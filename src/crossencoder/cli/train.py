@@ -1,0 +1,297 @@
+"""``crossencoder train``, ``crossencoder eval`` and ``crossencoder calibrate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from crossencoder.cli.common import InputError, add_model_arguments, load_model
+
+# Options of `train` that a YAML/JSON config may set (the same names as the flags, with underscores).
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "model": None, "train": None, "eval": None, "output_dir": None, "task": "auto", "loss": None,
+    "label_scale": 1.0, "epochs": 1, "max_steps": None, "batch_size": 16, "gradient_accumulation_steps": 1,
+    "learning_rate": 2e-5, "warmup_ratio": 0.1, "weight_decay": 0.01, "max_grad_norm": 1.0, "seed": 42,
+    "eval_steps": None, "save_steps": None, "save_total_limit": 2, "metric_for_best_model": None,
+    "early_stopping_patience": None, "load_best_model_at_end": True, "mixed_precision": "auto", "resume": True,
+    "overwrite_output_dir": False, "max_length": None, "device": None, "trust_remote_code": False,
+}
+
+TRAIN_EPILOG = """\
+examples:
+  crossencoder train --model ./all-MiniLM-L6-v2 --train sts-train.tsv --eval sts-dev.tsv \\
+      --label-scale 5 --epochs 4 --learning-rate 5e-5 --output-dir runs/sts
+  crossencoder train --config train.yaml --epochs 2      # flags override the config file
+
+data files: .jsonl / .json objects or .tsv / .csv rows:
+  regression      text_a<TAB>text_b<TAB>score        (BCE needs scores in [0, 1]: see --label-scale)
+  classification  text_a<TAB>text_b<TAB>label-name   (fresh head with one output per class)
+  ranking         query<TAB>positive<TAB>negative... or JSONL {"query", "positive", "negatives"} /
+                  {"query", "documents", "labels"}
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train``, ``eval`` and ``calibrate`` commands."""
+    train = subparsers.add_parser(
+        "train", help="fine-tune a cross-encoder", epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fine-tune a cross-encoder on pairs or ranking data; writes checkpoints, the best model and "
+                    "OUTPUT_DIR/final (with a model card). Re-running the same command resumes an interrupted run.",
+    )
+    s = argparse.SUPPRESS  # unset flags must not override the config file
+    train.add_argument("--config", help="YAML or JSON file with any of the options below (underscored names)")
+    train.add_argument("--model", "-m", default=s, help="model folder, Hub id or catalog name to start from")
+    train.add_argument("--train", default=s, help="training data file")
+    train.add_argument("--eval", default=s, help="evaluation data file (metrics every epoch / --eval-steps)")
+    train.add_argument("--output-dir", "-o", default=s, help="run folder")
+    train.add_argument("--task", choices=["auto", "regression", "classification", "ranking"], default=s,
+                       help="default: guessed from the data")
+    train.add_argument("--loss", default=s,
+                       help="bce, ce, mse, margin_mse, mnrl, listnet (default: bce / ce / mnrl by task)")
+    train.add_argument("--label-scale", type=float, default=s, help="divide regression labels by this (STS: 5)")
+    train.add_argument("--epochs", type=int, default=s)
+    train.add_argument("--max-steps", type=int, default=s, help="stop after N optimizer steps")
+    train.add_argument("--batch-size", type=int, default=s)
+    train.add_argument("--gradient-accumulation-steps", type=int, default=s)
+    train.add_argument("--learning-rate", "--lr", type=float, default=s)
+    train.add_argument("--warmup-ratio", type=float, default=s)
+    train.add_argument("--weight-decay", type=float, default=s)
+    train.add_argument("--max-grad-norm", type=float, default=s)
+    train.add_argument("--seed", type=int, default=s)
+    train.add_argument("--eval-steps", type=int, default=s, help="evaluate every N steps (default: each epoch)")
+    train.add_argument("--save-steps", type=int, default=s, help="checkpoint every N steps (default: at evals)")
+    train.add_argument("--save-total-limit", type=int, default=s)
+    train.add_argument("--metric-for-best-model", default=s, help="e.g. spearman, accuracy, ndcg@10")
+    train.add_argument("--early-stopping-patience", type=int, default=s)
+    train.add_argument("--no-load-best-model-at-end", dest="load_best_model_at_end", action="store_false",
+                       default=s, help="keep the last weights rather than the best evaluated ones")
+    train.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"], default=s)
+    train.add_argument("--no-resume", dest="resume", action="store_false", default=s,
+                       help="do not continue from checkpoints in OUTPUT_DIR")
+    train.add_argument("--overwrite-output-dir", action="store_true", default=s,
+                       help="with --no-resume: delete the old checkpoints")
+    train.add_argument("--max-length", type=int, default=s)
+    train.add_argument("--device", default=s)
+    train.add_argument("--trust-remote-code", action="store_true", default=s)
+    train.add_argument("--json", action="store_true", help="print the result as JSON")
+    train.set_defaults(func=run_train)
+
+    evaluate = subparsers.add_parser(
+        "eval", help="evaluate a model on a labelled data file",
+        description="Score a data file and print metrics: Pearson/Spearman (scores), accuracy/F1/AP (classes), "
+                    "MRR@10/NDCG@10/MAP/Recall (ranking).",
+        epilog="example: crossencoder eval -m /work/models/stsb-minilm sts-dev.tsv --json",
+    )
+    add_model_arguments(evaluate, default=None)
+    evaluate.add_argument("file", help="data file (.jsonl, .json, .tsv, .csv)")
+    evaluate.add_argument("--task", choices=["auto", "regression", "classification", "ranking"], default="auto")
+    evaluate.add_argument("--header", action="store_true", help="the TSV/CSV file has a header row")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.set_defaults(func=run_eval)
+
+    calibrate = subparsers.add_parser(
+        "calibrate", help="fit score calibration so scores read as probabilities",
+        description="Fit Platt or temperature scaling of a 1-label model's logits on labelled 0/1 pairs, print the "
+                    "expected calibration error (ECE) before and after, and store the calibration in the model "
+                    "folder's config.json (used by predict(..., calibrated=True)).",
+        epilog="example: crossencoder calibrate -m ./my-reranker heldout.tsv --method temperature",
+    )
+    add_model_arguments(calibrate, default=None)
+    calibrate.add_argument("file", help="labelled pairs: text_a<TAB>text_b<TAB>0|1, or JSONL with a label")
+    calibrate.add_argument("--method", choices=["platt", "temperature"], default="platt")
+    calibrate.add_argument("--output", help="save the calibrated model to this folder instead of updating MODEL")
+    calibrate.add_argument("--bins", type=int, default=15, help="ECE bins (default 15)")
+    calibrate.add_argument("--header", action="store_true", help="the TSV/CSV file has a header row")
+    calibrate.add_argument("--json", action="store_true", help="print the result as JSON")
+    calibrate.set_defaults(func=run_calibrate)
+
+
+# ---------------------------------------------------------------------- helpers
+def _read_config(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{path}: no such config file.")
+    text = file.read_text(encoding="utf-8")
+    try:
+        if file.suffix.lower() in {".yaml", ".yml"}:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # yaml and json raise different error types for the same user mistake
+        raise InputError(f"{path}: cannot parse config ({str(exc).splitlines()[0]}).") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: the config must be a mapping of option names to values.")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    aliases = {"lr": "learning_rate", "num_epochs": "epochs"}
+    data = {aliases.get(k, k): v for k, v in data.items()}
+    unknown = sorted(set(data) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise InputError(f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(TRAIN_DEFAULTS))}.")
+    return data
+
+
+def _train_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults < config file < flags given on the command line."""
+    options = dict(TRAIN_DEFAULTS)
+    if args.config:
+        options.update(_read_config(args.config))
+    options.update({k: v for k, v in vars(args).items() if k in TRAIN_DEFAULTS})
+    for required in ("model", "train", "output_dir"):
+        if not options[required]:
+            raise InputError(f"--{required.replace('_', '-')} is required (as a flag or in --config).")
+    return options
+
+
+def _load_data(path: str, header: bool = False) -> list[Any]:
+    from crossencoder.training.data import load_examples
+
+    return load_examples(path, header=header)
+
+
+def _resolve_task(task: str, examples: list[Any]) -> str:
+    from crossencoder.training.data import infer_task
+
+    return infer_task(examples) if task == "auto" else task
+
+
+def _class_names(examples: list[Any]) -> list[str]:
+    """Class names for a fresh head: the sorted label names, or "0".."max" for integral labels."""
+    from crossencoder.evaluation.samples import to_labelled_pair
+
+    labels = {to_labelled_pair(x, i).label for i, x in enumerate(examples)}
+    try:
+        ids = {float(label) for label in labels}
+    except (TypeError, ValueError):
+        return sorted(str(label) for label in labels)
+    if not all(i.is_integer() and i >= 0 for i in ids):
+        raise InputError("Classification labels must be class names or integer class ids >= 0.")
+    return [str(i) for i in range(int(max(ids)) + 1)]
+
+
+def _make_evaluator(task: str, examples: list[Any], name: str, batch_size: int = 32):
+    from crossencoder.evaluation import ClassificationEvaluator, CorrelationEvaluator, RerankingEvaluator
+    from crossencoder.training.data import is_binary
+
+    if task == "ranking":
+        return RerankingEvaluator(examples, name=name, batch_size=batch_size)
+    if task == "classification" or is_binary(examples):
+        return ClassificationEvaluator(examples, name=name, batch_size=batch_size)
+    return CorrelationEvaluator(examples, name=name, batch_size=batch_size)
+
+
+def _scale(examples: list[Any], scale: float) -> list[Any]:
+    from crossencoder.evaluation.samples import to_labelled_pair
+
+    if scale == 1.0:
+        return examples
+    out = []
+    for i, x in enumerate(examples):
+        pair = to_labelled_pair(x, i)
+        try:
+            out.append((pair.text_a, pair.text_b, float(pair.label) / scale))
+        except (TypeError, ValueError):
+            raise InputError(f"data[{i}]: --label-scale needs numeric labels, got {pair.label!r}.") from None
+    return out
+
+
+def _print_metrics(metrics: dict[str, float], title: str) -> None:
+    from crossencoder.evaluation import format_metrics
+
+    print(format_metrics(metrics, title=title))
+
+
+# ---------------------------------------------------------------------- commands
+def run_train(args: argparse.Namespace) -> int:
+    o = _train_options(args)
+    train_examples = _load_data(o["train"])
+    task = _resolve_task(o["task"], train_examples)
+    if task == "regression":
+        train_examples = _scale(train_examples, float(o["label_scale"]))
+    eval_examples = _load_data(o["eval"]) if o["eval"] else None
+
+    from transformers import set_seed
+
+    from crossencoder import CrossEncoder
+    from crossencoder.training import Trainer, TrainingArguments
+
+    set_seed(int(o["seed"]))  # a fresh head is initialised when the model loads
+    names = _class_names(train_examples) if task == "classification" else None
+    num_labels = len(names) if names else 1
+    model = CrossEncoder(o["model"], num_labels=num_labels, max_length=o["max_length"], device=o["device"],
+                         trust_remote_code=bool(o["trust_remote_code"]))
+    if names and not {n.lower() for n in names} <= {v.lower() for v in model.id2label.values()}:
+        if not all(n.lstrip("-").isdigit() for n in names):
+            model.config.id2label = dict(enumerate(names))
+            model.config.label2id = {n: i for i, n in enumerate(names)}
+    loss = o["loss"] or {"regression": "bce", "classification": "ce", "ranking": "mnrl"}[task]
+    evaluator = _make_evaluator(task, eval_examples, name=Path(o["eval"]).name) if eval_examples else None
+    training_args = TrainingArguments(
+        output_dir=o["output_dir"], num_epochs=o["epochs"], max_steps=o["max_steps"], batch_size=o["batch_size"],
+        gradient_accumulation_steps=o["gradient_accumulation_steps"], learning_rate=float(o["learning_rate"]),
+        warmup_ratio=float(o["warmup_ratio"]), weight_decay=float(o["weight_decay"]),
+        max_grad_norm=o["max_grad_norm"], seed=int(o["seed"]), eval_steps=o["eval_steps"],
+        save_steps=o["save_steps"], save_total_limit=o["save_total_limit"],
+        metric_for_best_model=o["metric_for_best_model"], early_stopping_patience=o["early_stopping_patience"],
+        load_best_model_at_end=bool(o["load_best_model_at_end"]), mixed_precision=o["mixed_precision"],
+        resume=bool(o["resume"]), overwrite_output_dir=bool(o["overwrite_output_dir"]),
+        train_data_name=Path(o["train"]).name,
+    )
+    result = Trainer(model, train_examples, loss=loss, evaluator=evaluator, args=training_args).train()
+    if args.json:
+        print(json.dumps({"model_path": str(result.model_path), "task": task, "loss": loss,
+                          "global_step": result.global_step, "training_loss": result.training_loss,
+                          "metrics": result.metrics, "best_step": result.best_step}))
+    else:
+        if result.metrics:
+            _print_metrics(result.metrics, title=f"{evaluator.name} (step {result.global_step})")
+        print(f"model saved to {result.model_path}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    examples = _load_data(args.file, header=args.header)
+    task = _resolve_task(args.task, examples)
+    evaluator = _make_evaluator(task, examples, name=Path(args.file).name, batch_size=args.batch_size)
+    model = load_model(args)
+    metrics = evaluator(model)
+    if args.json:
+        print(json.dumps({"model": args.model, "data": args.file, "task": task, "num_examples": len(examples),
+                          "metrics": metrics}))
+    else:
+        _print_metrics(metrics, title=f"{args.model} on {args.file} ({len(examples)} examples, {task})")
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from crossencoder.training.calibration import calibrate, save_calibration
+    from crossencoder.training.checkpoint import atomic_dir
+
+    examples = _load_data(args.file, header=args.header)
+    model = load_model(args)
+    if args.output is None and not os.path.isdir(args.model):
+        raise InputError(f"{args.model} is not a local folder: pass --output DIR to save the calibrated model.")
+    report = calibrate(model, examples, method=args.method, batch_size=args.batch_size, n_bins=args.bins)
+    if args.output:
+        with atomic_dir(args.output) as tmp:
+            model.save(tmp)
+        target = args.output
+    else:
+        save_calibration(args.model, report.calibration)
+        target = args.model
+    if args.json:
+        print(json.dumps({**report.to_dict(), "model": target}))
+    else:
+        c = report.calibration
+        print(f"{c['method']} calibration on {report.num_pairs} pairs: p = sigmoid({c['a']:.4f} * logit "
+              f"{'+' if c['b'] >= 0 else '-'} {abs(c['b']):.4f})")
+        print(f"ECE before {report.ece_before:.4f}, after {report.ece_after:.4f} ({args.bins} bins)")
+        print(f"calibration stored in {Path(target) / 'config.json'}; use predict(..., calibrated=True)")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,169 @@
+"""Evaluators: score a held-out set with a model and return a dict of metrics.
+
+Each evaluator is a callable ``evaluator(model) -> dict[str, float]`` with a ``primary_metric`` (what the trainer
+keeps the best checkpoint by unless told otherwise). Build one from the same tuples/dicts the trainer takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from crossencoder.evaluation.metrics import classification_metrics, correlation_metrics, ranking_metrics
+from crossencoder.evaluation.samples import to_labelled_pair, to_ranking_sample
+
+if TYPE_CHECKING:
+    from crossencoder import CrossEncoder
+
+
+def _logits(model: CrossEncoder, pairs: list[tuple[str, str]], batch_size: int, show_progress_bar: bool | None):
+    """Raw logits ``[n, num_labels]`` (no activation), so decisions do not depend on the model's activation."""
+    out = model.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                        activation_fn=torch.nn.Identity(), convert_to_numpy=True)
+    return np.asarray(out, dtype=np.float64).reshape(len(pairs), model.num_labels)
+
+
+class CorrelationEvaluator:
+    """Pearson / Spearman correlation between a 1-label model's scores and gold similarity scores (e.g. STSb).
+
+    Args:
+        data: ``(text_a, text_b, score)`` tuples or dicts (see :mod:`crossencoder.evaluation.samples`).
+        name: Shown in logs and model cards, e.g. ``"sts-dev"``.
+        batch_size: Pairs per batch when scoring.
+        show_progress_bar: As in ``CrossEncoder.predict``.
+
+    Example:
+        >>> evaluator = CorrelationEvaluator([("A man eats.", "A man is eating.", 4.8), ...], name="sts-dev")
+        >>> evaluator(model)
+        {'pearson': 0.89, 'spearman': 0.88}
+    """
+
+    primary_metric = "spearman"
+
+    def __init__(self, data: Sequence[Any], name: str = "", batch_size: int = 32,
+                 show_progress_bar: bool | None = None) -> None:
+        examples = [to_labelled_pair(x, i) for i, x in enumerate(data)]
+        if len(examples) < 2:
+            raise ValueError("CorrelationEvaluator needs at least 2 pairs.")
+        try:
+            self.scores = [float(x.label) for x in examples]
+        except (TypeError, ValueError):
+            raise ValueError("CorrelationEvaluator needs numeric gold scores.") from None
+        self.pairs = [(x.text_a, x.text_b) for x in examples]
+        self.name, self.batch_size, self.show_progress_bar = name, batch_size, show_progress_bar
+
+    def __call__(self, model: CrossEncoder) -> dict[str, float]:
+        if model.num_labels != 1:
+            raise ValueError("CorrelationEvaluator needs a 1-label model.")
+        logits = _logits(model, self.pairs, self.batch_size, self.show_progress_bar)[:, 0]
+        return correlation_metrics(logits, self.scores)
+
+
+class ClassificationEvaluator:
+    """Accuracy and macro-F1 of a pair classifier; for binary tasks also F1 and average precision.
+
+    A 1-label model is read as a binary classifier (positive when its logit is > 0, i.e. sigmoid > 0.5); a
+    multi-label model predicts the arg-max class.
+
+    Args:
+        data: ``(text_a, text_b, label)`` tuples or dicts; labels are class ids or names from the model's
+            ``id2label`` (matched case-insensitively).
+        name: Shown in logs and model cards.
+        batch_size: Pairs per batch when scoring.
+        show_progress_bar: As in ``CrossEncoder.predict``.
+        primary_metric: The metric the trainer selects checkpoints by (``"accuracy"``, ``"macro_f1"``, ``"f1"``...).
+
+    Example:
+        >>> ClassificationEvaluator([("A man eats.", "Nobody eats.", "contradiction"), ...])(nli_model)
+        {'accuracy': 0.86, 'macro_f1': 0.85}
+    """
+
+    def __init__(self, data: Sequence[Any], name: str = "", batch_size: int = 32,
+                 show_progress_bar: bool | None = None, primary_metric: str = "accuracy") -> None:
+        examples = [to_labelled_pair(x, i) for i, x in enumerate(data)]
+        if not examples:
+            raise ValueError("ClassificationEvaluator needs at least one pair.")
+        self.pairs = [(x.text_a, x.text_b) for x in examples]
+        self.labels = [x.label for x in examples]
+        self.name, self.batch_size, self.show_progress_bar = name, batch_size, show_progress_bar
+        self.primary_metric = primary_metric
+
+    def __call__(self, model: CrossEncoder) -> dict[str, float]:
+        y_true = label_ids(self.labels, model)
+        logits = _logits(model, self.pairs, self.batch_size, self.show_progress_bar)
+        if model.num_labels == 1:
+            return classification_metrics(y_true, (logits[:, 0] > 0).astype(int), scores=logits[:, 0])
+        binary_scores = logits[:, 1] - logits[:, 0] if model.num_labels == 2 else None
+        return classification_metrics(y_true, logits.argmax(axis=1), scores=binary_scores)
+
+
+def label_ids(labels: Sequence[Any], model: CrossEncoder) -> list[int]:
+    """Map class names (via the model's ``label2id``, case-insensitive) or integral labels to class ids.
+
+    Raises:
+        ValueError: a name the model does not know, or an id outside ``range(num_labels)`` (2 classes for 1 label).
+    """
+    names = {str(v).lower(): int(k) for k, v in model.id2label.items()}
+    n_classes = max(model.num_labels, 2)
+    out: list[int] = []
+    for i, label in enumerate(labels):
+        if isinstance(label, str):
+            key = label.strip().lower()
+            if key in names:
+                out.append(names[key])
+                continue
+            if not key.lstrip("-").isdigit():
+                raise ValueError(f"Label {label!r} of pair {i} is not one of the model's labels: "
+                                 f"{', '.join(sorted(names))}.")
+            label = int(key)
+        if isinstance(label, float) and not float(label).is_integer():
+            raise ValueError(f"Label {label!r} of pair {i} is not a class id (use a CorrelationEvaluator for scores).")
+        if not 0 <= int(label) < n_classes:
+            raise ValueError(f"Label {label!r} of pair {i} is outside 0..{n_classes - 1}.")
+        out.append(int(label))
+    return out
+
+
+class RerankingEvaluator:
+    """MRR@k, NDCG@k, MAP and Recall@k of re-ranking each query's candidate list (ranx).
+
+    Args:
+        data: Ranking samples: ``(query, positive, negative_1, ...)``, ``(query, [documents], [labels])`` or dicts
+            (see :mod:`crossencoder.evaluation.samples`); labels are graded relevance (0 = not relevant).
+        at_k: Cut-off of MRR and NDCG.
+        recall_at: Cut-offs of Recall.
+        name: Shown in logs and model cards.
+        batch_size: Pairs per batch when scoring.
+        show_progress_bar: As in ``CrossEncoder.predict``.
+
+    Example:
+        >>> RerankingEvaluator([("what is python", "Python is a language.", "A python is a snake.")])(model)
+        {'mrr@10': 1.0, 'ndcg@10': 1.0, 'map': 1.0, 'recall@1': 1.0, 'recall@5': 1.0, 'recall@10': 1.0}
+    """
+
+    def __init__(self, data: Sequence[Any], at_k: int = 10, recall_at: Sequence[int] = (1, 5, 10), name: str = "",
+                 batch_size: int = 32, show_progress_bar: bool | None = None) -> None:
+        self.samples = [to_ranking_sample(x, i) for i, x in enumerate(data)]
+        if not any(max(s.labels) > 0 for s in self.samples):
+            raise ValueError("RerankingEvaluator needs at least one sample with a relevant document.")
+        self.at_k, self.recall_at = at_k, tuple(recall_at)
+        self.name, self.batch_size, self.show_progress_bar = name, batch_size, show_progress_bar
+        self.primary_metric = f"ndcg@{at_k}"
+
+    def __call__(self, model: CrossEncoder) -> dict[str, float]:
+        if model.num_labels != 1:
+            raise ValueError("RerankingEvaluator needs a 1-label model.")
+        pairs = [(s.query, d) for s in self.samples for d in s.documents]
+        scores = _logits(model, pairs, self.batch_size, self.show_progress_bar)[:, 0]
+        qrels: dict[str, dict[str, int]] = {}
+        run: dict[str, dict[str, float]] = {}
+        start = 0
+        for i, sample in enumerate(self.samples):
+            n = len(sample.documents)
+            qrels[f"q{i}"] = {f"d{j}": int(round(label)) for j, label in enumerate(sample.labels)}
+            run[f"q{i}"] = {f"d{j}": float(s) for j, s in enumerate(scores[start:start + n])}
+            start += n
+        return ranking_metrics(qrels, run, k=self.at_k, recall_at=self.recall_at)

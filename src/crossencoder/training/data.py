@@ -1,0 +1,127 @@
+"""Read training / evaluation examples from files and tell which task they are for.
+
+Formats (chosen by extension): ``.jsonl`` (one object or array per line), ``.json`` (a list of objects or
+arrays), ``.tsv`` / ``.txt`` / ``.csv`` (tab- or comma-separated, no quoting, no header unless ``header=True``).
+A row or array of 3 items is a labelled pair ``a, b, label`` (in text files the label is a float when it parses
+as one, else a class name), except ``[query, [documents], [labels]]``; 4+ items are a ranking sample
+``query, positive, negative_1, ...`` (for a single negative use an object: ``{"query", "positive", "negative"}``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from crossencoder.errors import CrossEncoderError
+from crossencoder.evaluation.samples import is_ranking_example, to_labelled_pair
+
+Task = Literal["regression", "classification", "ranking"]
+
+
+class DataFormatError(CrossEncoderError, ValueError):
+    """A data file that cannot be read; the message names the file and line."""
+
+
+def _cell(value: str) -> str | float:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _from_row(row: Sequence[Any]) -> Any:
+    """A 3-item row is a labelled pair (a dict, so it is never mistaken for a ranking triple); else a tuple."""
+    if len(row) == 3 and not isinstance(row[2], (list, tuple)):
+        return {"text_a": row[0], "text_b": row[1], "label": row[2]}
+    return tuple(row)
+
+
+def load_examples(path: str | os.PathLike, header: bool = False) -> list[Any]:
+    """Load examples from a JSONL, JSON, TSV or CSV file.
+
+    Args:
+        path: The file.
+        header: For TSV/CSV, skip the first row.
+
+    Returns:
+        A list of examples (dicts, or tuples for ranking rows), as the trainer, losses and evaluators take them.
+
+    Raises:
+        DataFormatError: the file is missing, empty, or a line is not valid (the message names the line).
+
+    Example:
+        >>> load_examples("sts-dev.tsv")[:1]
+        [{'text_a': 'A man is playing a flute.', 'text_b': 'A man is playing a large flute.', 'label': 3.8}]
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: no such file.")
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}: not valid UTF-8 ({exc.reason}).") from None
+    examples: list[Any] = []
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}).") from None
+        if not isinstance(data, list):
+            raise DataFormatError(f"{path}: expected a JSON list of examples.")
+        examples = [_from_row(x) if isinstance(x, list) else x for x in data]
+    elif suffix == ".jsonl":
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                example = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(f"{path}:{lineno}: invalid JSON ({exc.msg}).") from None
+            examples.append(_from_row(example) if isinstance(example, list) else example)
+    else:
+        delimiter = "," if suffix == ".csv" else "\t"
+        rows = csv.reader(text.splitlines(), delimiter=delimiter, quoting=csv.QUOTE_NONE)
+        for lineno, row in enumerate(rows, start=1):
+            if (header and lineno == 1) or not any(cell.strip() for cell in row):
+                continue
+            if len(row) < 3:
+                raise DataFormatError(f"{path}:{lineno}: expected at least 3 columns (text_a, text_b, label), "
+                                      f"got {len(row)}.")
+            examples.append(_from_row([row[0], row[1], _cell(row[2])] if len(row) == 3 else row))
+    if not examples:
+        raise DataFormatError(f"{path}: no examples.")
+    return examples
+
+
+def infer_task(examples: Sequence[Any]) -> Task:
+    """Guess the task of a dataset: ranking samples, class names (classification) or numeric labels (regression).
+
+    Raises:
+        DataFormatError: the first example is neither a ranking sample nor a labelled pair.
+    """
+    first = examples[0]
+    if is_ranking_example(first):
+        return "ranking"
+    try:
+        label = to_labelled_pair(first, 0).label
+    except (TypeError, ValueError) as exc:
+        raise DataFormatError(f"Cannot tell the task from the first example: {exc}") from None
+    if isinstance(label, str):
+        try:
+            float(label)
+        except ValueError:
+            return "classification"
+    return "regression"
+
+
+def is_binary(examples: Sequence[Any]) -> bool:
+    """Whether every labelled pair has label 0 or 1 (a binary task, not a similarity score)."""
+    try:
+        return all(float(to_labelled_pair(x, i).label) in (0.0, 1.0) for i, x in enumerate(examples))
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,497 @@
+"""Fine-tune a :class:`~crossencoder.CrossEncoder`: the training loop, checkpoints, best-model selection, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from crossencoder.training.checkpoint import (
+    STATE_FILE,
+    atomic_dir,
+    list_checkpoints,
+    load_checkpoint,
+    recover_dir,
+    save_checkpoint,
+)
+from crossencoder.training.losses import Loss, get_loss
+from crossencoder.training.model_card import render_model_card
+
+if TYPE_CHECKING:
+    from crossencoder import CrossEncoder
+
+logger = logging.getLogger(__name__)
+
+Evaluator = Callable[["CrossEncoder"], dict[str, float]]
+
+
+@dataclass
+class TrainingArguments:
+    """Settings of a training run.
+
+    Args:
+        output_dir: Folder for checkpoints (``checkpoint-<step>``), the best model (``best-model``) and the final
+            model (``final``, with a README.md model card).
+        num_epochs: Passes over the training data.
+        max_steps: Stop after this many optimizer steps (overrides ``num_epochs``).
+        batch_size: Examples per forward pass (ranking losses score several pairs per example).
+        gradient_accumulation_steps: Forward passes per optimizer step (effective batch = product).
+        learning_rate: Peak learning rate of AdamW.
+        weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
+        warmup_ratio: Fraction of the steps with a linear warm-up; then linear decay to 0.
+        warmup_steps: Warm-up steps; overrides ``warmup_ratio``.
+        max_grad_norm: Gradient clipping norm (None: no clipping).
+        seed: Seeds Python, numpy and torch at the start and fixes the data order of every epoch.
+        eval_steps: Evaluate every N optimizer steps; None evaluates at the end of each epoch.
+        save_steps: Write a resumable checkpoint every N optimizer steps; None saves when evaluating (or at the
+            end of each epoch without an evaluator).
+        save_total_limit: How many recent checkpoints to keep (None keeps all).
+        metric_for_best_model: Metric that picks the best model; None uses the evaluator's ``primary_metric``.
+        greater_is_better: Whether a larger ``metric_for_best_model`` is better.
+        load_best_model_at_end: Finish with the best evaluated weights rather than the last ones.
+        early_stopping_patience: Stop after this many evaluations without improvement (None: never).
+        mixed_precision: ``"auto"`` (bf16 or fp16 on a CUDA GPU, off on CPU), ``"no"``, ``"fp16"``, ``"bf16"``.
+        resume: Continue from the latest checkpoint in ``output_dir`` when there is one.
+        overwrite_output_dir: Delete existing checkpoints instead of refusing to start when ``resume=False``.
+        logging_steps: Log the mean loss every N optimizer steps.
+        show_progress_bar: Progress bar with the loss on stderr; None shows it on a terminal.
+        train_data_name: Description of the training data for the model card.
+        base_model_name: Name of the starting model for the model card (default: the path or id it was loaded
+            from; set it when that is a local folder, e.g. ``"sentence-transformers/all-MiniLM-L6-v2"``).
+    """
+
+    output_dir: str | os.PathLike
+    num_epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    warmup_steps: int | None = None
+    max_grad_norm: float | None = 1.0
+    seed: int = 42
+    eval_steps: int | None = None
+    save_steps: int | None = None
+    save_total_limit: int | None = 2
+    metric_for_best_model: str | None = None
+    greater_is_better: bool = True
+    load_best_model_at_end: bool = True
+    early_stopping_patience: int | None = None
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    resume: bool = True
+    overwrite_output_dir: bool = False
+    logging_steps: int = 50
+    show_progress_bar: bool | None = None
+    train_data_name: str = "user-provided pairs"
+    base_model_name: str | None = None
+
+    def __post_init__(self) -> None:
+        positive = {"num_epochs": self.num_epochs, "batch_size": self.batch_size,
+                    "gradient_accumulation_steps": self.gradient_accumulation_steps,
+                    "logging_steps": self.logging_steps}
+        optional = {"max_steps": self.max_steps, "eval_steps": self.eval_steps, "save_steps": self.save_steps,
+                    "save_total_limit": self.save_total_limit, "early_stopping_patience": self.early_stopping_patience}
+        for name, value in {**positive, **{k: v for k, v in optional.items() if v is not None}}.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}.")
+        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy (paths as strings)."""
+        out = dataclasses.asdict(self)
+        out["output_dir"] = os.fspath(self.output_dir)
+        return out
+
+
+@dataclass
+class TrainOutput:
+    """What :meth:`Trainer.train` returns.
+
+    Attributes:
+        global_step: Optimizer steps taken (including those before a resume).
+        training_loss: Mean training loss over the steps of this run.
+        metrics: Evaluation metrics of the returned model (empty without an evaluator).
+        best_metric: Best value of ``metric_for_best_model`` seen, if evaluated.
+        best_step: Step of the best evaluation.
+        model_path: The final model folder (loads in crossencoder and sentence-transformers).
+        history: Logged losses and evaluations, one dict per entry.
+    """
+
+    global_step: int
+    training_loss: float
+    metrics: dict[str, float]
+    best_metric: float | None
+    best_step: int | None
+    model_path: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """Fine-tune a cross-encoder on labelled pairs or ranking data.
+
+    Training data is a plain list of tuples or dicts; the loss decides the shape (see
+    :mod:`crossencoder.training.losses`): ``(a, b, score)`` for BCE/MSE, ``(a, b, label)`` for cross-entropy,
+    ``(query, positive, negatives...)`` for multiple-negatives ranking, ``(query, [docs], [labels])`` for ListNet,
+    ``(query, positive, negative, margin)`` for MarginMSE. Every example is validated before the first step.
+
+    The model trains in place: after :meth:`train` it holds the final weights (the best ones when an evaluator
+    and ``load_best_model_at_end`` are set), and ``output_dir/final`` holds the saved folder with a model card.
+    An interrupted run (Ctrl-C, kill, crash) continues from the latest checkpoint when started again with the
+    same data and arguments.
+
+    Args:
+        model: The :class:`~crossencoder.CrossEncoder` to train (torch backend, float32 weights). To start from a
+            plain encoder, load it with ``num_labels`` set (a fresh head).
+        train_data: Training examples.
+        loss: A :class:`~crossencoder.training.losses.Loss` or a short name: ``"bce"``, ``"ce"``, ``"mse"``,
+            ``"margin_mse"``, ``"mnrl"``, ``"listnet"``.
+        evaluator: Called as ``evaluator(model) -> dict[str, float]`` (see :mod:`crossencoder.evaluation`).
+        args: :class:`TrainingArguments`.
+
+    Raises:
+        ValueError / TypeError: bad arguments, data that does not fit the loss (the message names the example),
+            or a model that cannot be trained (onnx backend, half precision weights).
+
+    Example:
+        >>> from crossencoder import CrossEncoder
+        >>> from crossencoder.evaluation import CorrelationEvaluator
+        >>> from crossencoder.training import Trainer, TrainingArguments
+        >>> model = CrossEncoder("sentence-transformers/all-MiniLM-L6-v2", num_labels=1)
+        >>> train = [("A plane is taking off.", "An air plane is taking off.", 1.0), ...]
+        >>> trainer = Trainer(model, train, loss="bce", evaluator=CorrelationEvaluator(dev, name="sts-dev"),
+        ...                   args=TrainingArguments("runs/stsb", num_epochs=4, learning_rate=2e-5))
+        >>> result = trainer.train()
+        >>> result.model_path, result.metrics
+        (PosixPath('runs/stsb/final'), {'pearson': 0.89, 'spearman': 0.89})
+    """
+
+    def __init__(
+        self,
+        model: CrossEncoder,
+        train_data: Sequence[Any],
+        loss: str | Loss = "bce",
+        evaluator: Evaluator | None = None,
+        args: TrainingArguments | None = None,
+    ) -> None:
+        if args is None:
+            raise ValueError("Trainer needs args=TrainingArguments(output_dir=...).")
+        if getattr(model, "backend_name", "torch") != "torch":
+            raise ValueError("Training needs the torch backend: load the model with backend='torch'.")
+        if next(model.model.parameters()).dtype != torch.float32:
+            raise ValueError("Train float32 weights (load with dtype=None) and use mixed_precision for speed.")
+        self.model = model
+        self.args = args
+        self.loss = get_loss(loss)
+        self.loss.check_model(model)
+        self.evaluator = evaluator
+        if train_data is None or isinstance(train_data, (str, bytes)) or len(train_data) == 0:
+            raise ValueError("train_data must be a non-empty list of examples.")
+        self.train_data = [self.loss.normalize(example, i) for i, example in enumerate(train_data)]
+        self.output_dir = Path(args.output_dir)
+        self.device = next(model.model.parameters()).device
+        self.metric_name = args.metric_for_best_model or getattr(evaluator, "primary_metric", None)
+        if evaluator is not None and self.metric_name is None:
+            raise ValueError("Set args.metric_for_best_model: the evaluator has no primary_metric.")
+        self.batches_per_epoch = math.ceil(len(self.train_data) / args.batch_size)
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / args.gradient_accumulation_steps)
+        self.total_steps = args.max_steps or self.steps_per_epoch * args.num_epochs
+        self.autocast_dtype = self._autocast_dtype()
+
+    # ------------------------------------------------------------------ setup
+    def _autocast_dtype(self) -> torch.dtype | None:
+        mode = self.args.mixed_precision
+        if mode == "no" or (mode == "auto" and self.device.type != "cuda"):
+            return None
+        if self.device.type != "cuda":
+            raise ValueError(f"mixed_precision={mode!r} needs a CUDA GPU; the model is on {self.device}.")
+        if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
+            return torch.bfloat16
+        return torch.float16
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for name, param in self.model.model.named_parameters():
+            if param.requires_grad:
+                # Biases and normalisation weights are not regularised (standard BERT fine-tuning practice).
+                (no_decay if param.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(param)
+        groups = [{"params": decay, "weight_decay": self.args.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.args.learning_rate)
+
+    def _warmup_steps(self) -> int:
+        if self.args.warmup_steps is not None:
+            return self.args.warmup_steps
+        return math.ceil(self.total_steps * self.args.warmup_ratio)
+
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed_all(seed)
+
+    def _fingerprint(self) -> dict[str, Any]:
+        """What must match for a checkpoint to be resumed by this run."""
+        return {"num_examples": len(self.train_data), "batch_size": self.args.batch_size,
+                "gradient_accumulation_steps": self.args.gradient_accumulation_steps, "seed": self.args.seed,
+                "loss": self.loss.name}
+
+    # ------------------------------------------------------------------ steps
+    def _epoch_order(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.args.seed + epoch)
+        return torch.randperm(len(self.train_data), generator=generator).tolist()
+
+    def _forward_loss(self, batch: list[Any]) -> torch.Tensor:
+        pairs, targets = self.loss.prepare(batch)
+        features = {k: v.to(self.device) for k, v in self.model.tokenize(pairs).items()}
+        autocast = (torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+                    if self.autocast_dtype is not None else nullcontext())
+        with autocast:
+            logits = self.model.model(**features).logits
+        return self.loss.compute(logits.float(), **{k: v.to(self.device) for k, v in targets.items()})
+
+    def _evaluate(self) -> dict[str, float]:
+        self.model.model.eval()
+        try:
+            metrics = self.evaluator(self.model) if self.evaluator is not None else {}
+        finally:
+            self.model.model.train()
+        if self.metric_name is not None and self.metric_name not in metrics:
+            raise ValueError(f"metric_for_best_model={self.metric_name!r} is not among the evaluator's metrics: "
+                             f"{', '.join(metrics)}.")
+        return {k: float(v) for k, v in metrics.items()}
+
+    def _is_better(self, value: float, best: float | None) -> bool:
+        if math.isnan(value):
+            return False
+        if best is None:
+            return True
+        return value > best if self.args.greater_is_better else value < best
+
+    def _rotate_checkpoints(self) -> None:
+        if self.args.save_total_limit is None:
+            return
+        for old in list_checkpoints(self.output_dir)[: -self.args.save_total_limit]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    # ------------------------------------------------------------------ main loop
+    def train(self) -> TrainOutput:
+        """Run training; return the final metrics and where the model folder was written.
+
+        Raises:
+            ValueError: ``output_dir`` holds checkpoints of a different run (other data or batch settings), or
+                holds checkpoints while ``resume=False`` and ``overwrite_output_dir=False``.
+        """
+        args = self.args
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        recover_dir(self.output_dir / "best-model")
+        self._seed_everything(args.seed)
+        model = self.model.model
+        optimizer = self._optimizer()
+        scheduler = get_linear_schedule_with_warmup(optimizer, self._warmup_steps(), self.total_steps)
+        scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
+        state = {"global_step": 0, "epoch": 0, "batch_in_epoch": 0, "best_metric": None, "best_step": None,
+                 "best_metrics": {}, "bad_evals": 0, "history": [], "last_metrics": {},
+                 "fingerprint": self._fingerprint(), "args": args.to_dict()}
+        state.update(self._maybe_resume(model, optimizer, scheduler, scaler))
+        model.train()
+
+        bar = tqdm(total=self.total_steps, initial=state["global_step"], desc="Training", unit="step",
+                   disable=None if args.show_progress_bar is None else not args.show_progress_bar, dynamic_ncols=True)
+        run_losses: list[float] = []
+        window: list[float] = []
+        stop = state["global_step"] >= self.total_steps
+        started = time.perf_counter()
+        try:
+            while not stop:
+                order = self._epoch_order(state["epoch"])
+                batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+                while state["batch_in_epoch"] < len(batches) and not stop:
+                    group = batches[state["batch_in_epoch"]:state["batch_in_epoch"] + args.gradient_accumulation_steps]
+                    step_loss = self._optimizer_step(group, optimizer, scheduler, scaler)
+                    state["batch_in_epoch"] += len(group)
+                    state["global_step"] += 1
+                    run_losses.append(step_loss)
+                    window.append(step_loss)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{np.mean(window[-20:]):.4f}", epoch=state["epoch"])
+                    step = state["global_step"]
+                    if step % args.logging_steps == 0:
+                        state["history"].append({"step": step, "epoch": state["epoch"], "loss": float(np.mean(window)),
+                                                 "learning_rate": scheduler.get_last_lr()[0]})
+                        logger.info("step %d: loss %.4f", step, np.mean(window))
+                        window = []
+                    epoch_end = state["batch_in_epoch"] >= len(batches)
+                    last = step >= self.total_steps
+                    stop = self._after_step(state, epoch_end, last, model, optimizer, scheduler, scaler)
+                    stop = stop or last
+                if state["batch_in_epoch"] >= len(batches):
+                    state["epoch"] += 1
+                    state["batch_in_epoch"] = 0
+        except KeyboardInterrupt:
+            latest = list_checkpoints(self.output_dir)
+            logger.warning("Training interrupted at step %d; run again to resume from %s.", state["global_step"],
+                           latest[-1] if latest else "the start (no checkpoint yet)")
+            raise
+        finally:
+            bar.close()
+        logger.info("Trained %d steps in %.1fs.", state["global_step"], time.perf_counter() - started)
+        return self._finish(state, run_losses)
+
+    def _optimizer_step(self, group: list[list[int]], optimizer, scheduler, scaler) -> float:
+        """Forward/backward over the micro-batches of one optimizer step, then clip, step and schedule."""
+        total = 0.0
+        for indices in group:
+            loss = self._forward_loss([self.train_data[i] for i in indices]) / self.args.gradient_accumulation_steps
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"The training loss became {loss.item()}: lower the learning rate or check the "
+                                   "labels.")
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            total += loss.item()
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        if self.args.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.model.parameters(), self.args.max_grad_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return total * self.args.gradient_accumulation_steps / len(group)
+
+    def _after_step(self, state, epoch_end: bool, last: bool, model, optimizer, scheduler, scaler) -> bool:
+        """Evaluate and checkpoint when due; return True when early stopping says to stop."""
+        args, step = self.args, state["global_step"]
+        stop = False
+        periodic = (step % args.eval_steps == 0) if args.eval_steps else epoch_end
+        eval_due = self.evaluator is not None and (periodic or last)
+        if eval_due:
+            metrics = self._evaluate()
+            state["last_metrics"] = metrics
+            state["history"].append({"step": step, "epoch": state["epoch"],
+                                     **{f"eval_{k}": v for k, v in metrics.items()}})
+            value = metrics[self.metric_name]
+            logger.info("step %d: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+            if self._is_better(value, state["best_metric"]):
+                state.update(best_metric=value, best_step=step, best_metrics=metrics, bad_evals=0)
+                with atomic_dir(self.output_dir / "best-model") as tmp:
+                    _quiet_save(self.model, tmp)
+            else:
+                state["bad_evals"] += 1
+                stop = args.early_stopping_patience is not None and state["bad_evals"] >= args.early_stopping_patience
+                if stop:
+                    logger.info("Early stopping: no improvement of %s in %d evaluations.", self.metric_name,
+                                state["bad_evals"])
+        if args.save_steps:
+            save_due = step % args.save_steps == 0
+        else:
+            save_due = eval_due or (self.evaluator is None and epoch_end)
+        if save_due or last or stop:
+            save_checkpoint(self.output_dir / f"checkpoint-{step}", model, optimizer, scheduler, scaler,
+                            self._checkpoint_state(state, epoch_end))
+            self._rotate_checkpoints()
+        return stop
+
+    @staticmethod
+    def _checkpoint_state(state: dict[str, Any], epoch_end: bool) -> dict[str, Any]:
+        saved = dict(state)
+        if epoch_end:
+            saved["epoch"], saved["batch_in_epoch"] = state["epoch"] + 1, 0
+        return saved
+
+    def _maybe_resume(self, model, optimizer, scheduler, scaler) -> dict[str, Any]:
+        checkpoints = list_checkpoints(self.output_dir)
+        if not checkpoints:
+            return {}
+        if not self.args.resume:
+            if not self.args.overwrite_output_dir:
+                raise ValueError(f"{self.output_dir} already holds checkpoints of a training run: set resume=True "
+                                 "to continue it, overwrite_output_dir=True to start over, or use a new output_dir.")
+            for path in checkpoints:
+                shutil.rmtree(path)
+            shutil.rmtree(self.output_dir / "best-model", ignore_errors=True)
+            return {}
+        latest = checkpoints[-1]
+        # Check before loading anything, so a refused resume leaves the model's weights untouched.
+        saved = json.loads((latest / STATE_FILE).read_text()).get("fingerprint")
+        if saved != self._fingerprint():
+            raise ValueError(f"Cannot resume from {latest}: it was written for other data or settings "
+                             f"({saved} vs {self._fingerprint()}). Use a new output_dir or "
+                             "overwrite_output_dir=True with resume=False.")
+        state = load_checkpoint(latest, model, optimizer, scheduler, scaler)
+        logger.info("Resuming from %s (step %d).", latest, state["global_step"])
+        return state
+
+    def _finish(self, state: dict[str, Any], run_losses: list[float]) -> TrainOutput:
+        best_dir = self.output_dir / "best-model"
+        metrics = state["last_metrics"]
+        if self.evaluator is not None and self.args.load_best_model_at_end and best_dir.is_dir() \
+                and state["best_step"] != state["global_step"]:
+            from safetensors.torch import load_model
+
+            load_model(self.model.model, str(best_dir / "model.safetensors"), device=str(self.device))
+            metrics = state["best_metrics"]
+        self.model.model.eval()
+        final = self.output_dir / "final"
+        card = render_model_card(
+            base_model=self.args.base_model_name or self.model.model_name_or_path, num_labels=self.model.num_labels,
+            train_data=self.args.train_data_name, num_examples=len(self.train_data), loss=self.loss.name,
+            loss_config=self.loss.config(), hyperparameters=self._card_hyperparameters(),
+            metrics=metrics, eval_name=getattr(self.evaluator, "name", None) or None,
+            id2label=self.model.id2label if self.model.num_labels > 1 else None,
+        )
+        with atomic_dir(final) as tmp:
+            _quiet_save(self.model, tmp)
+            (tmp / "README.md").write_text(card, encoding="utf-8")
+        return TrainOutput(
+            global_step=state["global_step"],
+            training_loss=float(np.mean(run_losses)) if run_losses else float("nan"),
+            metrics=metrics, best_metric=state["best_metric"], best_step=state["best_step"],
+            model_path=final, history=state["history"],
+        )
+
+    def _card_hyperparameters(self) -> dict[str, Any]:
+        a = self.args
+        return {"epochs": a.num_epochs if a.max_steps is None else f"{a.max_steps} steps", "batch_size": a.batch_size,
+                "gradient_accumulation_steps": a.gradient_accumulation_steps, "learning_rate": a.learning_rate,
+                "warmup": a.warmup_steps if a.warmup_steps is not None else f"{a.warmup_ratio:.0%} of steps",
+                "schedule": "linear decay", "weight_decay": a.weight_decay, "max_grad_norm": a.max_grad_norm,
+                "max_length": self.model.max_length, "seed": a.seed,
+                "mixed_precision": str(self.autocast_dtype).replace("torch.", "") if self.autocast_dtype else "no"}
+
+
+def _quiet_save(model: CrossEncoder, path: Path) -> None:
+    """Save without transformers' per-shard progress bar, which would garble the training bar."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save(path)
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()

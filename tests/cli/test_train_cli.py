@@ -1,0 +1,115 @@
+"""`crossencoder train`, `eval` and `calibrate`: end to end on the tiny models, config files, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from crossencoder import CrossEncoder
+from crossencoder.cli.main import main
+
+PAIRS = [("cats purr", "a cat purrs", 4.5), ("cats purr", "stocks fell", 0.5), ("dogs bark", "a dog barks", 5.0),
+         ("dogs bark", "rain is wet", 0.0), ("birds sing", "a bird sings", 4.0), ("birds sing", "tax forms", 1.0)]
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_tsv(path, rows):
+    path.write_text("".join("\t".join(str(c) for c in row) + "\n" for row in rows))
+    return path
+
+
+def test_train_regression_then_eval_json(tiny_model_dir, tmp_path, capsys):
+    train = write_tsv(tmp_path / "train.tsv", PAIRS)
+    code, out, err = run(["train", "-m", tiny_model_dir, "--train", train, "--eval", train, "--label-scale", 5,
+                          "--output-dir", tmp_path / "run", "--epochs", 2, "--batch-size", 3, "--lr", 1e-3,
+                          "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["task"] == "regression" and result["loss"] == "bce" and result["global_step"] == 4
+    assert set(result["metrics"]) == {"pearson", "spearman"}
+    folder = result["model_path"]
+    assert "train.tsv (6 examples)" in (tmp_path / "run" / "final" / "README.md").read_text()
+
+    code, out, _ = run(["eval", "-m", folder, train, "--json"], capsys)
+    assert code == 0
+    evaluated = json.loads(out)
+    assert evaluated["task"] == "regression" and evaluated["num_examples"] == 6
+    assert evaluated["metrics"] == pytest.approx(result["metrics"], abs=1e-5)
+
+
+def test_train_classification_sets_label_names(tiny_model_dir, tmp_path, capsys):
+    rows = [("a man eats", "someone eats", "entailment"), ("a man eats", "nobody eats", "contradiction"),
+            ("a man eats", "the man is tall", "neutral")] * 2
+    train = write_tsv(tmp_path / "nli.tsv", rows)
+    code, out, err = run(["train", "-m", tiny_model_dir, "--train", train, "--eval", train, "-o", tmp_path / "run",
+                          "--max-steps", 2, "--batch-size", 3], capsys)
+    assert code == 0, err
+    assert "accuracy" in out and "model saved to" in out
+    model = CrossEncoder(tmp_path / "run" / "final")
+    assert model.num_labels == 3
+    assert model.id2label == {0: "contradiction", 1: "entailment", 2: "neutral"}
+
+
+def test_train_ranking_from_config_file_with_flag_override(tiny_model_dir, tmp_path, capsys):
+    rows = [{"query": "cats", "positive": "a cat purrs", "negatives": ["stocks fell"]},
+            {"query": "dogs", "documents": ["a dog barks", "rain"], "labels": [1, 0]}]
+    train = tmp_path / "rank.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = tmp_path / "train.yaml"
+    config.write_text(f"model: {tiny_model_dir}\ntrain: {train}\noutput_dir: {tmp_path / 'run'}\n"
+                      "batch_size: 2\nnum_epochs: 5\nlr: 0.001\n")
+    code, out, err = run(["train", "--config", config, "--epochs", 1, "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert (result["task"], result["loss"], result["global_step"]) == ("ranking", "mnrl", 1)
+
+    code, out, _ = run(["eval", "-m", result["model_path"], train], capsys)
+    assert code == 0 and "ndcg@10" in out and "mrr@10" in out
+
+
+def test_calibrate_updates_model_folder_in_place(tiny_model_dir, tmp_path, capsys):
+    CrossEncoder(tiny_model_dir).save(tmp_path / "m")
+    pairs = [("berlin", f"passage number {i}") for i in range(10)]
+    logits = CrossEncoder(tmp_path / "m").predict(pairs, activation_fn=torch.nn.Identity())
+    labels = (logits > np.median(logits)).astype(int)
+    data = write_tsv(tmp_path / "held.tsv", [(a, b, int(y)) for (a, b), y in zip(pairs, labels)])
+    code, out, err = run(["calibrate", "-m", tmp_path / "m", data, "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["calibration"]["method"] == "platt"
+    assert report["ece_after"] <= report["ece_before"] + 1e-9
+    assert CrossEncoder(tmp_path / "m").calibration == report["calibration"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--train", "x.tsv", "-o", "out"], "--model is required"),
+        (["eval", "-m", "MODEL", "missing.tsv"], "missing.tsv: no such file"),
+        (["train", "--config", "nope.yaml"], "nope.yaml: no such config file"),
+    ],
+)
+def test_user_errors_are_one_line(argv, message, tiny_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [str(tiny_model_dir) if a == "MODEL" else a for a in argv]
+    code, out, err = run(argv, capsys)
+    assert code == 1
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_unknown_config_key_and_bad_label_are_reported(tiny_model_dir, tmp_path, capsys):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"model": str(tiny_model_dir), "learning_rat": 1e-3}))
+    code, _, err = run(["train", "--config", config], capsys)
+    assert code == 1 and "unknown option(s) learning_rat" in err
+    bad = write_tsv(tmp_path / "bad.tsv", [("a", "b", 4.0)])
+    code, _, err = run(["train", "-m", tiny_model_dir, "--train", bad, "-o", tmp_path / "r"], capsys)
+    assert code == 1 and "outside [0, 1]" in err

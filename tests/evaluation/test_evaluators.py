@@ -1,0 +1,99 @@
+"""Evaluators: inputs are mapped to the right pairs, labels and groups, and the metrics come out right."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crossencoder import CrossEncoder
+from crossencoder.evaluation import (
+    ClassificationEvaluator,
+    CorrelationEvaluator,
+    RerankingEvaluator,
+    to_labelled_pair,
+    to_ranking_sample,
+)
+
+
+class StubModel:
+    """Scores pairs from a lookup table, so expected metrics can be worked out by hand."""
+
+    def __init__(self, table: dict[tuple[str, str], list[float]], id2label: dict[int, str] | None = None):
+        self.table = table
+        self.num_labels = len(next(iter(table.values())))
+        self.id2label = id2label or {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        self.calls = []
+
+    def predict(self, pairs, activation_fn=None, **kwargs):
+        self.calls.append(list(pairs))
+        out = np.array([self.table[tuple(p)] for p in pairs], dtype=np.float32)
+        return out[:, 0] if self.num_labels == 1 else out
+
+
+def test_correlation_evaluator_uses_raw_scores_in_input_order():
+    model = StubModel({("a", "b"): [3.0], ("c", "d"): [1.0], ("e", "f"): [2.0]})
+    data = [("a", "b", 5.0), {"sentence1": "c", "sentence2": "d", "score": 0.5}, ("e", "f", 4.0)]
+    # x = [3, 1, 2], y = [5, 0.5, 4]: deviations [1, -1, 0] and [11/6, -16/6, 5/6].
+    pearson = (11 / 6 + 16 / 6) / (np.sqrt(2) * np.sqrt((121 + 256 + 25) / 36))
+    assert CorrelationEvaluator(data)(model) == pytest.approx({"pearson": pearson, "spearman": 1.0})
+
+
+def test_classification_evaluator_binary_one_label_model_thresholds_logit_at_zero():
+    model = StubModel({("a", "b"): [2.0], ("c", "d"): [-0.5], ("e", "f"): [0.3], ("g", "h"): [-3.0]})
+    data = [("a", "b", 1), ("c", "d", 1), ("e", "f", 0), ("g", "h", 0)]
+    m = ClassificationEvaluator(data)(model)
+    assert m["accuracy"] == 0.5
+    assert m["f1"] == pytest.approx(0.5)
+    # Ranked by score: pos (2.0), neg (0.3), pos (-0.5) -> AP = (1 + 2/3) / 2.
+    assert m["average_precision"] == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_classification_evaluator_maps_label_names_case_insensitively():
+    names = {0: "contradiction", 1: "entailment", 2: "neutral"}
+    model = StubModel({("a", "b"): [0.0, 3.0, 1.0], ("c", "d"): [2.0, 0.0, 1.0]}, id2label=names)
+    m = ClassificationEvaluator([("a", "b", "ENTAILMENT"), ("c", "d", "neutral")])(model)
+    assert m == {"accuracy": 0.5, "macro_f1": pytest.approx((1 + 0 + 0) / 3)}
+
+
+def test_classification_evaluator_unknown_label_is_a_clear_error():
+    model = StubModel({("a", "b"): [0.0, 1.0, 2.0]}, id2label={0: "contradiction", 1: "entailment", 2: "neutral"})
+    with pytest.raises(ValueError, match="'maybe' of pair 0 is not one of the model's labels"):
+        ClassificationEvaluator([("a", "b", "maybe")])(model)
+
+
+def test_reranking_evaluator_groups_candidates_per_query():
+    table = {("q1", "p"): [0.1], ("q1", "n1"): [0.9], ("q1", "n2"): [0.0],
+             ("q2", "a"): [0.5], ("q2", "b"): [0.7]}
+    data = [("q1", "p", "n1", "n2"), {"query": "q2", "documents": ["a", "b"], "labels": [0, 1]}]
+    model = StubModel(table)
+    m = RerankingEvaluator(data, at_k=10, recall_at=(1,))(model)
+    assert len(model.calls) == 1  # one batched predict call for all queries
+    assert m["mrr@10"] == pytest.approx((1 / 2 + 1) / 2)
+    assert m["recall@1"] == pytest.approx(0.5)
+
+
+def test_reranking_evaluator_needs_a_positive():
+    with pytest.raises(ValueError, match="relevant document"):
+        RerankingEvaluator([("q", ["a"], [0])])
+
+
+def test_sample_parsing_names_the_bad_example():
+    with pytest.raises(ValueError, match=r"data\[2\] has 2 documents but 1 labels"):
+        to_ranking_sample(("q", ["a", "b"], [1]), 2)
+    with pytest.raises(TypeError, match=r"data\[1\] text_b must be a str"):
+        to_labelled_pair(("a", 3, 1.0), 1)
+    with pytest.raises(ValueError, match=r"data\[0\] is missing a field"):
+        to_labelled_pair({"text_a": "a", "label": 1}, 0)
+
+
+def test_evaluators_run_on_a_real_model(tiny_model_dir, tiny_nli_model_dir):
+    model = CrossEncoder(tiny_model_dir)
+    data = [("a cat", "a cat sits", 5.0), ("a cat", "the market", 0.0), ("a dog", "a dog runs", 4.0)]
+    logits = model.predict([(a, b) for a, b, _ in data], activation_fn=lambda x: x)
+    expected = np.corrcoef(logits, [5.0, 0.0, 4.0])[0, 1]
+    assert CorrelationEvaluator(data)(model)["pearson"] == pytest.approx(expected, abs=1e-5)
+    nli = CrossEncoder(tiny_nli_model_dir)
+    pairs = [("a man eats", "someone eats"), ("a man eats", "nobody eats")]
+    predicted = nli.predict_labels(pairs)
+    m = ClassificationEvaluator([(a, b, label) for (a, b), label in zip(pairs, predicted)])(nli)
+    assert m["accuracy"] == 1.0

@@ -1,0 +1,90 @@
+"""Metric wrappers: each cross-checked against a value computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from crossencoder.evaluation import (
+    classification_metrics,
+    correlation_metrics,
+    expected_calibration_error,
+    format_metrics,
+    ranking_metrics,
+)
+
+
+def test_correlation_matches_hand_computed_spearman_and_pearson():
+    # One swapped pair among 4: Spearman = 1 - 6 * sum(d^2) / (n (n^2 - 1)) = 1 - 6 * 2 / 60 = 0.8.
+    # The values are their own ranks, so Pearson is 0.8 as well.
+    m = correlation_metrics([1, 2, 3, 4], [1, 3, 2, 4])
+    assert m == pytest.approx({"pearson": 0.8, "spearman": 0.8})
+
+
+def test_correlation_rejects_mismatched_or_too_short_inputs():
+    with pytest.raises(ValueError, match="3 predictions for 2"):
+        correlation_metrics([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="at least 2"):
+        correlation_metrics([1], [1])
+
+
+def test_classification_binary_hand_computed():
+    # Class 1: precision 1, recall 1/2 -> F1 2/3; class 0: precision 2/3, recall 1 -> F1 0.8.
+    # AP with scores ranking pos(0.9), neg(0.5), pos(0.3): (1/1 + 2/3) / 2.
+    m = classification_metrics([0, 1, 1, 0], [0, 1, 0, 0], scores=[0.1, 0.9, 0.3, 0.5])
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["f1"] == pytest.approx(2 / 3)
+    assert m["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 2)
+    assert m["average_precision"] == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_classification_multiclass_has_no_binary_metrics():
+    m = classification_metrics([0, 1, 2, 2], [0, 2, 2, 2])
+    assert set(m) == {"accuracy", "macro_f1"}
+    # F1 per class: 1, 0, 0.8 -> macro 0.6.
+    assert m["macro_f1"] == pytest.approx(0.6)
+
+
+def test_ranking_metrics_hand_computed():
+    qrels = {"q1": {"d1": 1, "d3": 2}, "q2": {"d2": 1}, "q3": {"d1": 0}}
+    run = {"q1": {"d1": 0.9, "d2": 0.8, "d3": 0.1}, "q2": {"d1": 0.9, "d3": 0.8, "d2": 0.7}}
+    m = ranking_metrics(qrels, run, k=10, recall_at=(1, 3))
+    # q3 has no relevant document and is left out. q1: RR 1; q2: relevant doc at rank 3 -> RR 1/3.
+    assert m["mrr@10"] == pytest.approx((1 + 1 / 3) / 2)
+    # q1 NDCG (linear gains): DCG = 1/log2(2) + 2/log2(4) = 2; IDCG = 2/log2(2) + 1/log2(3).
+    ndcg_q1 = 2 / (2 + 1 / math.log2(3))
+    ndcg_q2 = (1 / math.log2(4)) / 1
+    assert m["ndcg@10"] == pytest.approx((ndcg_q1 + ndcg_q2) / 2)
+    # AP q1 = (1/1 + 2/3) / 2, q2 = 1/3.
+    assert m["map"] == pytest.approx(((1 + 2 / 3) / 2 + 1 / 3) / 2)
+    assert m["recall@1"] == pytest.approx((0.5 + 0) / 2)
+    assert m["recall@3"] == pytest.approx(1.0)
+
+
+def test_ranking_metrics_query_missing_from_run_scores_zero():
+    m = ranking_metrics({"q1": {"d1": 1}, "q2": {"d1": 1}}, {"q1": {"d1": 1.0}})
+    assert m["mrr@10"] == pytest.approx(0.5)
+
+
+def test_ranking_metrics_needs_a_relevant_document():
+    with pytest.raises(ValueError, match="relevant"):
+        ranking_metrics({"q1": {"d1": 0}}, {"q1": {"d1": 1.0}})
+
+
+def test_ece_hand_computed_and_perfect_calibration():
+    # Bin (0.8, 0.9]: accuracy 1/2 vs confidence 0.9 -> 0.4 * 1/2; bin (0, 0.1]: 0 vs 0.1 -> 0.1 * 1/2.
+    assert expected_calibration_error([0.9, 0.9, 0.1, 0.1], [1, 0, 0, 0], n_bins=10) == pytest.approx(0.25)
+    assert expected_calibration_error([0.5, 0.5, 1.0, 0.0], [1, 0, 1, 0], n_bins=10) == pytest.approx(0.0)
+
+
+def test_ece_rejects_logits():
+    with pytest.raises(ValueError, match="sigmoid"):
+        expected_calibration_error([3.2, -1.0], [1, 0])
+
+
+def test_format_metrics_table():
+    text = format_metrics({"spearman": 0.88123, "pearson": float("nan")}, title="dev")
+    assert text.splitlines()[0] == "dev"
+    assert "spearman  0.8812" in text
+    assert "nan" in text

@@ -1,0 +1,67 @@
+"""Data files: every format gives the examples the trainer expects, the task is guessed right, errors name the line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crossencoder.training.data import DataFormatError, infer_task, is_binary, load_examples
+
+
+def test_tsv_rows_become_labelled_pairs_or_ranking_samples(tmp_path):
+    path = tmp_path / "d.tsv"
+    path.write_text("a man eats\tsomeone eats\t4.5\nq\tpositive\tneg 1\tneg 2\n\nx\ty\tentailment\n")
+    assert load_examples(path) == [
+        {"text_a": "a man eats", "text_b": "someone eats", "label": 4.5},
+        ("q", "positive", "neg 1", "neg 2"),
+        {"text_a": "x", "text_b": "y", "label": "entailment"},
+    ]
+
+
+def test_json_arrays_of_three_are_pairs_not_ranking_triples(tmp_path):
+    # ["a", "b", "contradiction"] is three strings, like (query, positive, negative): the file format decides.
+    rows = [["a man eats", "nobody eats", "contradiction"], ["q", ["d1", "d2"], [1, 0]]]
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("d.json", "d.jsonl"):
+        examples = load_examples(tmp_path / name)
+        assert examples[0] == {"text_a": "a man eats", "text_b": "nobody eats", "label": "contradiction"}
+        assert examples[1] == ("q", ["d1", "d2"], [1, 0])
+        assert infer_task(examples[:1]) == "classification"
+        assert infer_task(examples[1:]) == "ranking"
+
+
+def test_task_inference_and_binary_detection():
+    scores = [{"text_a": "a", "text_b": "b", "label": 3.2}, {"text_a": "c", "text_b": "d", "label": 0.0}]
+    assert infer_task(scores) == "regression" and not is_binary(scores)
+    binary = [("a", "b", 1), ("c", "d", 0)]
+    assert infer_task(binary) == "regression" and is_binary(binary)
+    assert infer_task([{"query": "q", "positive": "p", "negatives": ["n"]}]) == "ranking"
+
+
+def test_csv_header_is_skipped_only_when_asked(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("first,second,score\na,b,0.5\n")
+    assert load_examples(path, header=True) == [{"text_a": "a", "text_b": "b", "label": 0.5}]
+    assert load_examples(path)[0]["label"] == "score"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bad.jsonl", '{"text_a": "a", "text_b": "b", "label": 1}\n{oops\n', "bad.jsonl:2: invalid JSON"),
+        ("short.tsv", "a\tb\t1\nonly two\tcolumns\n", "short.tsv:2: expected at least 3 columns"),
+        ("obj.json", '{"text_a": "a"}', "expected a JSON list"),
+        ("empty.tsv", "\n\n", "empty.tsv: no examples"),
+    ],
+)
+def test_bad_files_name_the_file_and_line(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataFormatError, match=message):
+        load_examples(tmp_path / name)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataFormatError, match="no such file"):
+        load_examples(tmp_path / "nope.tsv")

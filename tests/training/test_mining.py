@@ -1,0 +1,73 @@
+"""Hard-negative mining with a deterministic stand-in bi-encoder (the real one is the retrieval package's)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crossencoder.training import flatten_ranking, mine_hard_negatives
+
+
+class VectorEncoder:
+    """Embeds each text as a fixed vector from a table (normalised), like BiEncoder.encode."""
+
+    def __init__(self, table: dict[str, list[float]]):
+        self.table = table
+        self.calls = []
+
+    def encode(self, texts, batch_size=64, show_progress_bar=None, normalize=True):
+        self.calls.append(list(texts))
+        vectors = np.array([self.table[t] for t in texts], dtype=np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True) if normalize else vectors
+
+
+# Cosine with the query [1, 0] falls as the angle grows: pos 0.995 > near 0.98 > mid 0.89 > far 0.45 > off 0.
+TABLE = {
+    "query": [1.0, 0.0], "pos": [1.0, 0.1], "near": [1.0, 0.2], "mid": [1.0, 0.5], "far": [1.0, 2.0],
+    "off": [0.0, 1.0],
+}
+
+
+def test_negatives_are_the_top_non_positives_in_order():
+    encoder = VectorEncoder(TABLE)
+    out = mine_hard_negatives(["query"], ["pos"], corpus=["off", "far", "mid", "near", "pos"], bi_encoder=encoder,
+                              num_negatives=3)
+    assert out == [("query", "pos", "near", "mid", "far")]
+    assert encoder.calls[0] == ["off", "far", "mid", "near", "pos"]  # corpus embedded once, no duplicates
+
+
+def test_skip_top_margin_and_max_score_filter_likely_false_negatives():
+    corpus = ["off", "far", "mid", "near"]
+    enc = VectorEncoder(TABLE)
+    assert mine_hard_negatives(["query"], ["pos"], corpus, enc, num_negatives=2, skip_top=1) == [
+        ("query", "pos", "mid", "far")]
+    # Keep only candidates at least 0.05 below the positive's similarity (0.995): "near" (0.98) goes.
+    assert mine_hard_negatives(["query"], ["pos"], corpus, enc, num_negatives=2, margin=0.05) == [
+        ("query", "pos", "mid", "far")]
+    assert mine_hard_negatives(["query"], ["pos"], corpus, enc, num_negatives=5, max_score=0.5) == [
+        ("query", "pos", "far", "off")]
+
+
+def test_several_positives_per_query_are_never_negatives():
+    out = mine_hard_negatives(["query"], [["pos", "near"]], corpus=["mid", "far"], bi_encoder=VectorEncoder(TABLE),
+                              num_negatives=1)
+    assert out == [("query", "pos", "mid"), ("query", "near", "mid")]
+
+
+def test_top_k_bounds_the_candidates():
+    out = mine_hard_negatives(["query"], ["pos"], corpus=["near", "mid", "far", "off"],
+                              bi_encoder=VectorEncoder(TABLE), num_negatives=5, top_k=2)
+    assert out == [("query", "pos", "near", "mid")]
+
+
+def test_input_errors():
+    enc = VectorEncoder(TABLE)
+    with pytest.raises(ValueError, match="2 queries but 1 positive"):
+        mine_hard_negatives(["query", "query"], ["pos"], ["far"], enc)
+    with pytest.raises(ValueError, match=r"positives\[0\]"):
+        mine_hard_negatives(["query"], [[]], ["far"], enc)
+
+
+def test_flatten_ranking_for_pointwise_losses():
+    assert flatten_ranking([("q", "pos", "neg"), ("q2", ["a", "b"], [0, 2])]) == [
+        ("q", "pos", 1.0), ("q", "neg", 0.0), ("q2", "a", 0.0), ("q2", "b", 2.0)]

@@ -1,0 +1,201 @@
+"""Trainer: resume after an interrupt, atomic folders, best model / early stopping, schedule, accumulation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from crossencoder import CrossEncoder
+from crossencoder.training import Trainer, TrainingArguments
+from crossencoder.training.checkpoint import atomic_dir, list_checkpoints, recover_dir
+
+DATA = [
+    ("cats purr", "a cat purrs", 1.0), ("cats purr", "stocks fell", 0.0), ("dogs bark", "a dog barks", 1.0),
+    ("dogs bark", "rain is wet", 0.0), ("birds sing", "a bird sings", 1.0), ("birds sing", "tax forms", 0.0),
+    ("fish swim", "a fish swims", 0.8), ("fish swim", "an old car", 0.2), ("bees buzz", "a bee buzzes", 1.0),
+    ("bees buzz", "a red door", 0.0), ("cows moo", "a cow moos", 0.9), ("cows moo", "the moon", 0.1),
+]  # 12 examples: 3 batches of 4 per epoch
+
+
+def args(path, **overrides) -> TrainingArguments:
+    settings = {"num_epochs": 2, "batch_size": 4, "learning_rate": 1e-3, "save_steps": 2, "logging_steps": 1,
+                "show_progress_bar": False}
+    settings.update(overrides)
+    return TrainingArguments(path, **settings)
+
+
+def weights(model: CrossEncoder) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.model.state_dict().items()}
+
+
+class ScriptedEvaluator:
+    """Returns a scripted metric per call, to drive best-model selection and early stopping."""
+
+    primary_metric = "score"
+    name = "scripted"
+
+    def __init__(self, values):
+        self.values = list(values)
+        self.calls = 0
+
+    def __call__(self, model):
+        value = self.values[self.calls]
+        self.calls += 1
+        return {"score": value}
+
+
+def test_interrupted_run_resumes_to_identical_weights(tiny_model_dir, tmp_path, monkeypatch):
+    reference = CrossEncoder(tiny_model_dir)
+    Trainer(reference, DATA, loss="bce", args=args(tmp_path / "a")).train()
+
+    original_step = Trainer._optimizer_step
+    done = {"steps": 0}
+
+    def crash_after_five(self, *a, **kw):
+        if done["steps"] == 5:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C during step 6
+        done["steps"] += 1
+        return original_step(self, *a, **kw)
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", crash_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", args=args(tmp_path / "b")).train()
+    monkeypatch.undo()
+    assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["checkpoint-2", "checkpoint-4"]
+    assert not (tmp_path / "b" / "final").exists()
+
+    resumed = CrossEncoder(tiny_model_dir)  # fresh weights: everything must come from checkpoint-4
+    result = Trainer(resumed, DATA, loss="bce", args=args(tmp_path / "b")).train()
+    assert result.global_step == 6
+    expected = weights(reference)
+    for name, value in weights(resumed).items():
+        assert torch.equal(value, expected[name]), name
+
+
+def test_resume_refuses_checkpoints_of_another_run(tiny_model_dir, tmp_path):
+    Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", args=args(tmp_path, max_steps=2)).train()
+    with pytest.raises(ValueError, match="other data or settings"):
+        Trainer(CrossEncoder(tiny_model_dir), DATA[:8], loss="bce", args=args(tmp_path, max_steps=2)).train()
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", args=args(tmp_path, resume=False)).train()
+
+
+def test_best_model_early_stopping_and_model_card(tiny_model_dir, tmp_path):
+    evaluator = ScriptedEvaluator([0.1, 0.5, 0.3, 0.2, 0.9, 0.9])
+    model = CrossEncoder(tiny_model_dir)
+    trainer = Trainer(model, DATA, loss="bce", evaluator=evaluator,
+                      args=args(tmp_path, num_epochs=3, eval_steps=1, early_stopping_patience=2))
+    result = trainer.train()
+    # Evals at steps 1..4: best 0.5 at step 2, then two evaluations without improvement stop the run.
+    assert (result.global_step, result.best_step, result.best_metric) == (4, 2, 0.5)
+    assert evaluator.calls == 4
+    assert result.metrics == {"score": 0.5}
+    best = load_file(tmp_path / "best-model" / "model.safetensors")
+    final = load_file(result.model_path / "model.safetensors")
+    assert all(torch.equal(best[k], final[k]) for k in best)
+    assert all(torch.equal(best[k], v.cpu()) for k, v in model.model.state_dict().items())
+    card = (result.model_path / "README.md").read_text()
+    assert "BinaryCrossEntropyLoss" in card and "| score | 0.5000 |" in card and "| batch_size | 4 |" in card
+    assert CrossEncoder(result.model_path).predict(("cats purr", "a cat purrs")) == pytest.approx(
+        float(model.predict(("cats purr", "a cat purrs"))), abs=1e-6)
+
+
+def test_warmup_then_linear_decay(tiny_model_dir, tmp_path):
+    result = Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce",
+                     args=args(tmp_path, warmup_ratio=0.5)).train()
+    lrs = [entry["learning_rate"] for entry in result.history if "learning_rate" in entry]
+    # 6 steps, 3 of warm-up; the lr logged after step k is the one step k+1 will use.
+    assert lrs == pytest.approx([1e-3 * f for f in (1 / 3, 2 / 3, 1, 2 / 3, 1 / 3, 0)])
+
+
+def test_gradient_accumulation_matches_a_bigger_batch(tiny_model_dir, tmp_path):
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    big = CrossEncoder(tiny_model_dir, config_kwargs=no_dropout)
+    Trainer(big, DATA[:8], loss="bce", args=args(tmp_path / "big", batch_size=8, num_epochs=1, max_steps=3)).train()
+    small = CrossEncoder(tiny_model_dir, config_kwargs=no_dropout)
+    # Same seed -> same example order; 2 micro-batches of 4 make each step's batch of 8.
+    trainer = Trainer(small, DATA[:8], loss="bce",
+                      args=args(tmp_path / "small", batch_size=4, gradient_accumulation_steps=2, max_steps=3))
+    assert trainer.steps_per_epoch == 1
+    trainer.train()
+    expected = weights(big)
+    # Attention key biases get a zero gradient in theory (softmax ignores them); Adam blows float noise there up,
+    # so compare every other tensor and the scores.
+    for name, value in weights(small).items():
+        if not name.endswith("key.bias"):
+            assert torch.allclose(value, expected[name], atol=1e-5), name
+    pairs = [(a, b) for a, b, _ in DATA]
+    assert small.predict(pairs) == pytest.approx(big.predict(pairs), abs=1e-5)
+
+
+def test_bad_data_and_settings_fail_before_training(tiny_model_dir, tmp_path):
+    model = CrossEncoder(tiny_model_dir)
+    with pytest.raises(ValueError, match=r"data\[1\] label 3.0 is outside \[0, 1\]"):
+        Trainer(model, [("a", "b", 1.0), ("c", "d", 3.0)], loss="bce", args=args(tmp_path))
+    with pytest.raises(ValueError, match="non-empty"):
+        Trainer(model, [], loss="bce", args=args(tmp_path))
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        args(tmp_path, batch_size=0)
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        Trainer(model, DATA, loss="bce", args=args(tmp_path, mixed_precision="fp16"))
+    with pytest.raises(ValueError, match="not among the evaluator's metrics"):
+        Trainer(model, DATA, loss="bce", evaluator=lambda m: {"acc": 1.0},
+                args=args(tmp_path, metric_for_best_model="f1", max_steps=1)).train()
+    assert not list_checkpoints(tmp_path)
+
+
+def test_atomic_dir_keeps_old_content_on_failure_and_recovers_a_half_swap(tmp_path):
+    target = tmp_path / "best-model"
+    with atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("v1")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "weights").write_text("v2-partial")
+            raise RuntimeError("killed mid-save")
+    assert (target / "weights").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best-model"]  # no temporary folder left
+    # A kill between the two renames leaves only "<target>.old": the next writer restores it first.
+    target.rename(tmp_path / "best-model.old")
+    recover_dir(target)
+    assert (target / "weights").read_text() == "v1"
+
+
+def test_checkpoint_without_state_file_is_ignored(tiny_model_dir, tmp_path):
+    Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", args=args(tmp_path, max_steps=2)).train()
+    (tmp_path / "checkpoint-9").mkdir()  # e.g. a folder copied by hand, half-written
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-2"]
+    state = json.loads((tmp_path / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and state["fingerprint"]["num_examples"] == len(DATA)
+
+
+@pytest.mark.slow
+def test_trained_folder_loads_in_sentence_transformers(tiny_model_dir, tmp_path):
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    model = CrossEncoder(tiny_model_dir)
+    result = Trainer(model, DATA, loss="bce", args=args(tmp_path, max_steps=2)).train()
+    pairs = [("cats purr", "a cat purrs"), ("dogs bark", "tax forms")]
+    ours = CrossEncoder(result.model_path).predict(pairs)
+    theirs = STCrossEncoder(str(result.model_path), device="cpu").predict(pairs)
+    assert ours == pytest.approx(theirs, abs=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed precision needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_gpu_trains_float32_weights(precision, tiny_model_dir, tmp_path):
+    model = CrossEncoder(tiny_model_dir, device="cuda")
+    before = weights(model)
+    result = Trainer(model, DATA, loss="bce",
+                     args=args(tmp_path, mixed_precision=precision, max_steps=4)).train()
+    assert result.global_step == 4 and result.training_loss == result.training_loss  # finite, not NaN
+    after = weights(model)
+    # Autocast runs the matmuls in half precision but the master weights (and the saved folder) stay float32.
+    assert all(v.dtype == torch.float32 for v in after.values())
+    assert any(not torch.equal(after[k], before[k]) for k in after)
+    expected = {"bf16": "bfloat16", "fp16": "float16"}[precision]
+    assert f"| mixed_precision | {expected} |" in (result.model_path / "README.md").read_text()
+    reloaded = CrossEncoder(result.model_path, device="cpu").predict(("cats purr", "a cat purrs"))
+    assert reloaded == pytest.approx(float(model.predict(("cats purr", "a cat purrs"))), abs=1e-4)
