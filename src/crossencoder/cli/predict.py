@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import logging
 import sys
 from typing import Any
 
@@ -28,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog='example: crossencoder rank --query "How many people live in Berlin?" --top-k 3 passages.txt',
     )
     add_model_arguments(rank)
-    rank.add_argument("--query", "-q", required=True, help="the query")
+    rank.add_argument("--query", "-q", help="the query (required unless --ray, where each input row has its own)")
     rank.add_argument("--top-k", "-k", type=int, help="print only the best K passages")
     rank.add_argument("--json", action="store_true", help="one JSON object per line: rank, corpus_id, score, text")
     rank.add_argument("--long-documents", choices=["max", "mean", "first"],
@@ -36,7 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "(default: truncate)")
     rank.add_argument("--stride", type=int, help="tokens shared by consecutive windows (with --long-documents)")
     rank.add_argument("file", nargs="?", default="-",
-                      help="one passage per line, or JSONL with a 'text' field; - for stdin (default)")
+                      help="one passage per line, or JSONL with a 'text' field; - for stdin (default). "
+                           "With --ray: Parquet/JSONL rows (query_id, query, candidates list), or a folder of them")
+    ray_group = add_ray_arguments(rank, "crossencoder rank --ray --num-workers 4 --top-k 10 candidates.parquet ranked/")
+    ray_group.add_argument("--query-column", default="query", help="with --ray: query text column (default query)")
+    ray_group.add_argument("--candidates-column", default="candidates",
+                           help="with --ray: column of the candidate passage list (default candidates)")
+    ray_group.add_argument("--id-column", default="query_id", help="with --ray: query id column (default query_id)")
     rank.set_defaults(func=run_rank)
 
     score = subparsers.add_parser(
@@ -48,13 +56,73 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(score)
     score.add_argument("--json", action="store_true", help="one JSON object per line")
-    score.add_argument("file", nargs="?", default="-", help="pairs file; - for stdin (default)")
+    score.add_argument("file", nargs="?", default="-",
+                       help="pairs file; - for stdin (default). With --ray: a Parquet/JSONL file or folder")
+    ray_group = add_ray_arguments(
+        score, "crossencoder score --ray --num-workers 4 --text-columns query passage pairs.parquet scores/"
+    )
+    ray_group.add_argument("--text-columns", nargs=2, default=["text_a", "text_b"], metavar=("A", "B"),
+                           help="with --ray: the two text columns (default text_a text_b)")
+    ray_group.add_argument("--id-column", default="id", help="with --ray: id column copied to the output (default id)")
     score.set_defaults(func=run_score)
 
     models = subparsers.add_parser("models", help="list well-known pretrained cross-encoders",
                                    description="Catalog of pretrained cross-encoders; short names work as --model.")
     models.add_argument("--json", action="store_true", help="print the catalog as JSON")
     models.set_defaults(func=run_models)
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser, example: str) -> argparse._ArgumentGroup:
+    """Add the ``--ray`` options and the OUT positional shared by ``score`` and ``rank``; returns the group."""
+    group = parser.add_argument_group(
+        "distributed (Ray)",
+        "Run on a pool of Ray actors: FILE is read in shards and OUT gets one Parquet file per shard. "
+        "A re-run with the same FILE and OUT skips finished shards. Needs pip install 'crossencoder[ray]'. "
+        f"Example: {example}",
+    )
+    group.add_argument("--ray", action="store_true", help="run on Ray: read FILE, write Parquet to OUT")
+    group.add_argument("--address", help="Ray cluster address (auto, ray://host:10001); default: start a local Ray")
+    group.add_argument("--num-workers", type=int, default=1, help="actors, one model each (default 1)")
+    group.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs per actor (default 1)")
+    group.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per actor, fractions share one")
+    group.add_argument("--shard-rows", type=int, help="input rows per shard / output file (default 10000 pairs, "
+                                                      "1000 queries)")
+    parser.add_argument("output", nargs="?", metavar="OUT", help="with --ray: output folder")
+    return group
+
+
+def _run_on_ray(args: argparse.Namespace, job: str, **job_kwargs: Any) -> int:
+    """Run ``score_dataset`` / ``rank_dataset`` from the command line options; a summary goes to stderr."""
+    if not args.output:
+        raise InputError(f"--ray needs an output folder: crossencoder {job} --ray FILE OUT.")
+    if args.file == "-":
+        raise InputError("--ray reads a Parquet/JSONL file or folder, not stdin.")
+    from crossencoder import distributed
+
+    if not args.verbose:
+        logging.getLogger("ray").setLevel(logging.ERROR)  # Ray's start-up and executor notices
+    if args.shard_rows is not None:
+        job_kwargs["shard_rows"] = args.shard_rows
+    # Each actor builds its model from these same options.
+    run = distributed.score_dataset if job == "score" else distributed.rank_dataset
+    result = run(
+        functools.partial(load_model, args), args.file, args.output, id_column=args.id_column,
+        num_workers=args.num_workers, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+        address=args.address, num_cpus_per_worker=args.cpus_per_worker, num_gpus_per_worker=args.gpus_per_worker,
+        **job_kwargs,
+    )
+    print(f"{job}: {result.rows_written} rows written to {result.output_dir} ({result.shards} shards, "
+          f"{result.shards_skipped} already done) in {result.seconds:.1f}s", file=sys.stderr)
+    if result.bad_rows:
+        print(f"{job}: {len(result.bad_rows)} bad row(s) not processed, listed in {result.errors_path}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check_not_ray_only(args: argparse.Namespace) -> None:
+    if args.output:
+        raise InputError(f"OUT ({args.output}) needs --ray; without it results go to stdout.")
 
 
 def _is_jsonl(lines: list[tuple[int, str]]) -> bool:
@@ -96,6 +164,14 @@ def _check_nonempty(items: list, path: str, what: str) -> None:
 def run_rank(args: argparse.Namespace) -> int:
     if args.top_k is not None and args.top_k < 1:
         raise InputError("--top-k must be a positive integer.")
+    if args.ray and args.query is not None:
+        raise InputError("--query is not used with --ray: each input row has its own query.")
+    if args.ray:
+        return _run_on_ray(args, "rank", query_column=args.query_column, candidates_column=args.candidates_column,
+                           top_k=args.top_k, long_documents=args.long_documents, stride=args.stride)
+    _check_not_ray_only(args)
+    if args.query is None:
+        raise InputError("--query is required (or use --ray with a file of queries and their candidates).")
     passages = read_passages(args.file)
     _check_nonempty(passages, args.file, "passages")
     model = load_model(args)
@@ -111,6 +187,9 @@ def run_rank(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
+    if args.ray:
+        return _run_on_ray(args, "score", text_columns=tuple(args.text_columns))
+    _check_not_ray_only(args)
     pairs = read_pairs(args.file)
     _check_nonempty(pairs, args.file, "pairs")
     model = load_model(args)

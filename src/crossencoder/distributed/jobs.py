@@ -1,0 +1,375 @@
+"""``score_dataset`` and ``rank_dataset``: Ray Data jobs over a pool of cross-encoder actors, resumable by shard."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+import pyarrow as pa
+
+from crossencoder.distributed.errors import INSTALL_HINT, DistributedJobError, JobInputError, RayNotInstalledError
+from crossencoder.distributed.shards import (
+    ERRORS_FILE,
+    Shard,
+    check_manifest,
+    file_fingerprints,
+    input_files,
+    input_schema,
+    is_done,
+    plan_shards,
+    read_marker,
+    write_atomic,
+)
+from crossencoder.distributed.workers import RankWorker, ScoreWorker
+from crossencoder.errors import CrossEncoderError
+
+if TYPE_CHECKING:
+    from crossencoder import CrossEncoder
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SHARD_ROWS = 10_000
+# A model name/folder, or a zero-argument factory called once in each actor.
+ModelSpec = Union[str, "os.PathLike[str]", Callable[[], "CrossEncoder"]]
+
+
+@dataclass
+class JobResult:
+    """What a distributed job did.
+
+    Attributes:
+        output_dir: Folder of the ``part-NNNNNN.parquet`` files (read it whole with ``pandas.read_parquet``).
+        shards: Shards in the input.
+        shards_skipped: Shards already complete from an earlier run (resume), not recomputed.
+        rows_written: Output rows over all shards (scored pairs, or kept hits for rank).
+        bad_rows: Rows that could not be processed, ``{"row", "id", "reason"}``, over all shards.
+        seconds: Wall time of this call.
+    """
+
+    output_dir: Path
+    shards: int
+    shards_skipped: int
+    rows_written: int
+    bad_rows: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def errors_path(self) -> Path | None:
+        """``_errors.jsonl`` in the output folder when there were bad rows, else None."""
+        return self.output_dir / ERRORS_FILE if self.bad_rows else None
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise RayNotInstalledError(INSTALL_HINT) from None
+    return ray
+
+
+def score_dataset(
+    model: ModelSpec,
+    input_path: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    text_columns: tuple[str, str] = ("text_a", "text_b"),
+    id_column: str | None = "id",
+    num_workers: int = 1,
+    batch_size: int = 32,
+    max_batch_tokens: int | None = None,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    address: str | None = None,
+    num_cpus_per_worker: float = 1,
+    num_gpus_per_worker: float = 0,
+    model_kwargs: dict[str, Any] | None = None,
+    show_progress: bool | None = None,
+) -> JobResult:
+    """Score every pair of a Parquet/JSONL dataset on a pool of Ray actors, writing Parquet per shard.
+
+    The input is cut into shards of ``shard_rows`` rows; each shard becomes ``output_dir/part-NNNNNN.parquet``
+    (columns ``id`` when the input has ``id_column``, ``row`` = row number in the input, then ``score``, or
+    ``label`` and a ``probabilities`` struct for classifiers) plus a marker in ``output_dir/_done/``. Calling
+    again with the same input and output folder skips finished shards (resume). Rows with a missing or empty
+    text are not scored: they are returned in ``JobResult.bad_rows`` and written to ``output_dir/_errors.jsonl``.
+
+    Args:
+        model: Model folder / Hub id / catalog name, or a zero-argument callable returning a ``CrossEncoder``
+            (called once in each actor).
+        input_path: A ``.parquet`` or ``.jsonl`` file, or a folder of them (read in sorted name order).
+            On a cluster it must be readable at the same path on every node, like ``output_dir``.
+        output_dir: Folder for the results (created).
+        text_columns: The two text columns of a pair.
+        id_column: Column copied to the output as ``id``; when the input has no such column, rows are
+            identified by ``row`` alone.
+        num_workers: Actors in the pool, each holding one model.
+        batch_size, max_batch_tokens: As in ``CrossEncoder.predict``.
+        shard_rows: Rows per shard: the unit of work, of output files and of resume.
+        address: Ray cluster to join (``"auto"``, ``"ray://host:10001"``); None starts a local Ray (or reuses
+            the one this process already started).
+        num_cpus_per_worker: CPUs reserved per actor (also torch's thread count on CPU).
+        num_gpus_per_worker: GPUs reserved per actor (fractions share a GPU).
+        model_kwargs: Keyword arguments of ``CrossEncoder(...)`` (``backend="onnx"``, ``max_length`` ...).
+        show_progress: Progress bar of rows; None shows it on a terminal.
+
+    Returns:
+        A :class:`JobResult`.
+
+    Raises:
+        RayNotInstalledError: Ray is not installed.
+        JobInputError: missing input, missing text column, or ``output_dir`` holds a different job's output.
+        DistributedJobError: a worker failed (its error is in the message); finished shards are kept.
+
+    Example:
+        >>> result = score_dataset("cross-encoder/ms-marco-MiniLM-L6-v2", "pairs.parquet", "scores/",
+        ...                        text_columns=("query", "passage"), num_workers=4)
+        >>> pandas.read_parquet("scores/").sort_values("row")
+    """
+    return _run_job(
+        ScoreWorker, "score", model, input_path, output_dir,
+        text_columns=list(text_columns), id_column=id_column,
+        options={"text_columns": list(text_columns),
+                 "predict_kwargs": {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens}},
+        num_workers=num_workers, shard_rows=shard_rows, address=address, num_cpus_per_worker=num_cpus_per_worker,
+        num_gpus_per_worker=num_gpus_per_worker, model_kwargs=model_kwargs, show_progress=show_progress,
+    )
+
+
+def rank_dataset(
+    model: ModelSpec,
+    input_path: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    query_column: str = "query",
+    candidates_column: str = "candidates",
+    id_column: str | None = "query_id",
+    top_k: int | None = None,
+    num_workers: int = 1,
+    batch_size: int = 32,
+    max_batch_tokens: int | None = None,
+    long_documents: str | None = None,
+    stride: int | None = None,
+    shard_rows: int = 1_000,
+    address: str | None = None,
+    num_cpus_per_worker: float = 1,
+    num_gpus_per_worker: float = 0,
+    model_kwargs: dict[str, Any] | None = None,
+    show_progress: bool | None = None,
+) -> JobResult:
+    """Re-rank each query's candidate passages on a pool of Ray actors; keep the ``top_k`` best per query.
+
+    Input rows are ``(query_id, query, candidates)`` with ``candidates`` a list of passages. The output has
+    one row per kept hit: ``id`` (the query id), ``row``, ``rank`` (1 = best), ``corpus_id`` (index in the
+    candidate list) and ``score``, exactly as ``CrossEncoder.rank`` orders them. Shards, resume, bad rows
+    (missing/empty query or candidate: the whole query is reported, not ranked) and the other arguments work
+    as in :func:`score_dataset`.
+
+    Args:
+        query_column, candidates_column: Input columns of the query text and of the candidate list.
+        id_column: Column copied to the output as ``id`` (default ``query_id``).
+        top_k: Hits kept per query (None keeps all).
+        long_documents, stride: As in ``CrossEncoder.rank`` (window long passages instead of truncating).
+        shard_rows: Queries per shard.
+
+    Returns:
+        A :class:`JobResult` (``rows_written`` counts hits).
+
+    Raises:
+        As :func:`score_dataset`; also JobInputError for a non-positive ``top_k``.
+
+    Example:
+        >>> rank_dataset("cross-encoder/ms-marco-MiniLM-L6-v2", "candidates.jsonl", "ranked/", top_k=10)
+    """
+    if top_k is not None and top_k < 1:
+        raise JobInputError(f"top_k must be a positive integer or None, got {top_k}.")
+    rank_kwargs = {"top_k": top_k, "batch_size": batch_size, "max_batch_tokens": max_batch_tokens,
+                   "long_documents": long_documents, "stride": stride}
+    return _run_job(
+        RankWorker, "rank", model, input_path, output_dir,
+        text_columns=[query_column, candidates_column], id_column=id_column,
+        options={"query_column": query_column, "candidates_column": candidates_column, "rank_kwargs": rank_kwargs},
+        num_workers=num_workers, shard_rows=shard_rows, address=address, num_cpus_per_worker=num_cpus_per_worker,
+        num_gpus_per_worker=num_gpus_per_worker, model_kwargs=model_kwargs, show_progress=show_progress,
+    )
+
+
+def _run_job(
+    worker: type,
+    kind: str,
+    model: Any,
+    input_path: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    text_columns: list[str],
+    id_column: str | None,
+    options: dict[str, Any],
+    num_workers: int,
+    shard_rows: int,
+    address: str | None,
+    num_cpus_per_worker: float,
+    num_gpus_per_worker: float,
+    model_kwargs: dict[str, Any] | None,
+    show_progress: bool | None,
+) -> JobResult:
+    """Plan shards, run the unfinished ones on the actor pool, gather markers into a :class:`JobResult`."""
+    started = time.perf_counter()
+    if num_workers < 1:
+        raise JobInputError(f"num_workers must be a positive integer, got {num_workers}.")
+    ray = _import_ray()
+    files = input_files(input_path)
+    schema = input_schema(files[0])
+    found = schema.names
+    missing = [c for c in text_columns if c not in found]
+    if missing:
+        raise JobInputError(
+            f"{files[0]}: no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(found) or 'none'})."
+        )
+    if id_column is not None and id_column not in found:
+        logger.warning("%s: no %r column; rows are identified by their row number only.", files[0], id_column)
+        id_column = None
+    columns = [*text_columns, *([id_column] if id_column else [])]
+    shards = plan_shards(files, shard_rows)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    check_manifest(out, {
+        "kind": kind, "inputs": file_fingerprints(files), "shard_rows": shard_rows, "columns": columns,
+        "model": os.fspath(model) if isinstance(model, (str, os.PathLike)) else repr(model),
+    })
+    pending = [s for s in shards if not is_done(out, s)]
+    if pending:
+        owns_ray = not ray.is_initialized()
+        if owns_ray:
+            _start_ray(ray, address, num_workers, num_cpus_per_worker)
+        try:
+            worker_kwargs = {
+                "model": model, "model_kwargs": dict(model_kwargs or {}), "output_dir": str(out.resolve()),
+                "columns": columns, "id_column": id_column, "id_type": _id_type(schema, id_column),
+                "num_threads": max(1, int(num_cpus_per_worker)) if not num_gpus_per_worker else None,
+                "options": options,
+            }
+            # No idle actors (each loads a model) when fewer shards are left than workers.
+            _run_pending(ray, worker, worker_kwargs, pending, min(num_workers, len(pending)), num_cpus_per_worker,
+                         num_gpus_per_worker, show_progress)
+        finally:
+            if owns_ray:
+                ray.shutdown()
+    return _collect(out, shards, len(shards) - len(pending), time.perf_counter() - started)
+
+
+def _start_ray(ray: Any, address: str | None, num_workers: int, num_cpus_per_worker: float) -> None:
+    if address is not None:
+        ray.init(address=address, logging_level=logging.WARNING)
+        return
+    # A local Ray sized so the whole pool fits even when it oversubscribes the cores (then it is just slower).
+    num_cpus = max(os.cpu_count() or 1, math.ceil(num_workers * num_cpus_per_worker))
+    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+
+
+def _id_type(schema: pa.Schema, id_column: str | None) -> pa.DataType | None:
+    """The Arrow type every shard writes its ids with, so the parts form one table (None: let Arrow infer)."""
+    if id_column is None:
+        return None
+    id_type = schema.field(id_column).type
+    # A null id on a JSONL file's first line says nothing about the type of the others.
+    return None if pa.types.is_null(id_type) else id_type
+
+
+@contextlib.contextmanager
+def _ray_progress_off(ray: Any) -> Iterator[None]:
+    """Turn Ray Data's own progress output off for one job, restoring the caller's settings afterwards."""
+    context = ray.data.DataContext.get_current()
+    saved = context.enable_progress_bars, context.print_on_execution_start
+    context.enable_progress_bars = context.print_on_execution_start = False
+    try:
+        yield
+    finally:
+        context.enable_progress_bars, context.print_on_execution_start = saved
+
+
+def _run_pending(
+    ray: Any,
+    worker: type,
+    worker_kwargs: dict[str, Any],
+    pending: list[Shard],
+    num_workers: int,
+    num_cpus_per_worker: float,
+    num_gpus_per_worker: float,
+    show_progress: bool | None,
+) -> None:
+    """Run the pending shards on a fixed pool of ``num_workers`` actors, with one progress bar of rows."""
+    from tqdm.auto import tqdm
+
+    # Ray's own progress output off (one bar of rows instead); a dataset copies the context when it is built.
+    with _ray_progress_off(ray):
+        # One block per shard, so every shard is its own call and the pool balances them.
+        items = [{"shard": json.dumps(s.to_dict())} for s in pending]
+        dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            worker,
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=num_workers),
+            fn_constructor_kwargs=worker_kwargs,
+            num_cpus=num_cpus_per_worker,
+            num_gpus=num_gpus_per_worker or None,
+        )
+    total = sum(s.stop - s.start for s in pending)
+    disable = None if show_progress is None else not show_progress
+    desc = f"{len(pending)} shards on {num_workers} workers"
+    with tqdm(total=total, unit="row", desc=desc, disable=disable) as bar:
+        try:
+            for summary in dataset.iter_rows():
+                bar.update(int(summary["rows"]))
+        except Exception as exc:  # Ray wraps worker errors in several layers; report the innermost one.
+            cause = _innermost(exc)
+            if isinstance(cause, CrossEncoderError):
+                raise cause from None
+            raise DistributedJobError(
+                f"a worker failed: {_summary(cause)} (finished shards are kept; re-run to resume)"
+            ) from exc
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The deepest exception with a message in ``exc``'s chain (Ray's ``cause`` attribute or ``__cause__``)."""
+    found, seen = exc, set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if str(current).strip():
+            found = current
+        inner = getattr(current, "cause", None)
+        current = inner if isinstance(inner, BaseException) else current.__cause__
+    return found
+
+
+def _summary(exc: BaseException) -> str:
+    """One line for ``exc``: Ray's errors carry the worker's traceback as text, whose last line is the error."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip()]
+    if len(lines) > 1:
+        return lines[-1]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _collect(out: Path, shards: list[Shard], skipped: int, seconds: float) -> JobResult:
+    """Totals and bad rows from every shard's marker; writes (or clears) ``_errors.jsonl``."""
+    rows_written, bad_rows = 0, []
+    for shard in shards:
+        marker = read_marker(out, shard)
+        rows_written += marker["rows"]
+        bad_rows.extend(marker["bad"])
+    errors = out / ERRORS_FILE
+    if bad_rows:
+        write_atomic(errors, lambda tmp: tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in bad_rows)))
+        shown = ", ".join(str(r.get("id", r["row"])) for r in bad_rows[:10])
+        logger.warning("%d row(s) could not be processed (ids/rows: %s%s); listed in %s.",
+                       len(bad_rows), shown, ", ..." if len(bad_rows) > 10 else "", errors)
+    else:
+        errors.unlink(missing_ok=True)
+    return JobResult(out, len(shards), skipped, rows_written, bad_rows, seconds)

@@ -1,0 +1,259 @@
+"""Input shards and per-shard output files: the unit of work, of output and of resume for distributed jobs.
+
+The input (one Parquet/JSONL file or a folder of them) is cut into shards of ``shard_rows`` consecutive rows,
+numbered in file order, so the same input always gives the same shards. Each shard's output is written to a
+temporary name and renamed into place, then a small JSON marker (``_done/part-NNNNNN.json``) is written the same
+way; a shard counts as done only when its marker exists, so a file left by a crash is never taken for a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from crossencoder.distributed.errors import JobInputError
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+# Names starting with "_" are skipped by pyarrow/pandas/Ray readers, so `read_parquet(output_dir)` sees only parts.
+MANIFEST = "_job.json"
+ERRORS_FILE = "_errors.jsonl"
+MARKERS = "_done"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Rows ``[start, stop)`` of one input file; for JSONL also the byte range of those lines.
+
+    ``first_row`` is the global number of the shard's first row over all input files (the ``row`` column of
+    the output), and ``index`` the shard's position in the job (its output file name).
+    """
+
+    index: int
+    path: str
+    fmt: str
+    start: int
+    stop: int
+    first_row: int
+    byte_start: int = 0
+    byte_stop: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.index:06d}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def input_files(input_path: str | os.PathLike) -> list[Path]:
+    """The Parquet/JSONL files of ``input_path`` (a file, or a folder read in sorted name order).
+
+    Raises:
+        JobInputError: the path does not exist, or holds no file with a known suffix.
+    """
+    path = Path(input_path)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        known = PARQUET_SUFFIXES + JSONL_SUFFIXES
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in known)
+        if not files:
+            raise JobInputError(f"{path}: no .parquet or .jsonl files in this folder.")
+    else:
+        raise JobInputError(f"{path}: no such file or folder.")
+    for file in files:
+        _format(file)
+    return files
+
+
+def _format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
+        return "parquet"
+    if suffix in JSONL_SUFFIXES:
+        return "jsonl"
+    raise JobInputError(f"{path}: unknown format; use .parquet or .jsonl (one JSON object per line).")
+
+
+def input_schema(path: Path) -> pa.Schema:
+    """Arrow schema of a Parquet file, or the one Arrow infers from a JSONL file's first object.
+
+    Raises:
+        JobInputError: the first non-blank JSONL line is not a JSON object.
+    """
+    if _format(path) == "parquet":
+        return pq.ParquetFile(path).schema_arrow
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            if line.strip():
+                obj = _parse_json(line, path, lineno)
+                if not isinstance(obj, dict):
+                    raise JobInputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}.")
+                return pa.Table.from_pylist([obj]).schema
+    return pa.schema([])
+
+
+def _parse_json(line: bytes, path: Path, lineno: int) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise JobInputError(f"{path}:{lineno}: invalid JSON ({exc.msg}).") from None
+
+
+def plan_shards(files: list[Path], shard_rows: int) -> list[Shard]:
+    """Cut ``files`` into shards of ``shard_rows`` rows (the last shard of each file may be shorter).
+
+    Parquet row counts come from the file footer; JSONL files are scanned once for the byte offset of every
+    ``shard_rows``-th line, so a worker can seek straight to its shard. In JSONL, a row is a line: blank lines
+    keep their number but are not scored.
+    """
+    if shard_rows < 1:
+        raise JobInputError(f"shard_rows must be a positive integer, got {shard_rows}.")
+    shards: list[Shard] = []
+    first_row = 0
+    for path in files:
+        fmt = _format(path)
+        if fmt == "parquet":
+            total = pq.ParquetFile(path).metadata.num_rows
+            ranges = [(start, min(start + shard_rows, total), 0, 0) for start in range(0, total, shard_rows)]
+        else:
+            ranges = list(_jsonl_ranges(path, shard_rows))
+            total = ranges[-1][1] if ranges else 0
+        for start, stop, byte_start, byte_stop in ranges:
+            shards.append(Shard(len(shards), str(path), fmt, start, stop, first_row + start, byte_start, byte_stop))
+        first_row += total
+    return shards
+
+
+def _jsonl_ranges(path: Path, shard_rows: int) -> Iterator[tuple[int, int, int, int]]:
+    """``(start_line, stop_line, byte_start, byte_stop)`` of each run of ``shard_rows`` lines."""
+    offset = start_offset = 0
+    lines = 0
+    with open(path, "rb") as f:
+        for line in f:
+            offset += len(line)
+            lines += 1
+            if lines % shard_rows == 0:
+                yield lines - shard_rows, lines, start_offset, offset
+                start_offset = offset
+    if lines % shard_rows:
+        yield lines - lines % shard_rows, lines, start_offset, offset
+
+
+def read_shard(shard: Shard, columns: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows of ``shard`` as dicts restricted to ``columns`` (each with its global ``row`` number).
+
+    Returns:
+        ``(rows, unreadable)``: ``unreadable`` lists JSONL lines that are not JSON objects, as
+        ``{"row", "reason"}`` records, so they are reported instead of dropped.
+    """
+    if shard.fmt == "parquet":
+        table = _read_parquet_rows(Path(shard.path), shard.start, shard.stop, columns)
+        rows = table.to_pylist()
+        for offset, row in enumerate(rows):
+            row["row"] = shard.first_row + offset
+        return rows, []
+    rows, unreadable = [], []
+    with open(shard.path, "rb") as f:
+        f.seek(shard.byte_start)
+        data = f.read(shard.byte_stop - shard.byte_start)
+    for offset, line in enumerate(data.split(b"\n")[: shard.stop - shard.start]):
+        row_number = shard.first_row + offset
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            unreadable.append({"row": row_number, "reason": f"invalid JSON ({exc.msg})"})
+            continue
+        if not isinstance(obj, dict):
+            unreadable.append({"row": row_number, "reason": f"expected a JSON object, got {type(obj).__name__}"})
+            continue
+        rows.append({**{c: obj.get(c) for c in columns}, "row": row_number})
+    return rows, unreadable
+
+
+def _read_parquet_rows(path: Path, start: int, stop: int, columns: list[str]) -> pa.Table:
+    """Rows ``[start, stop)`` of a Parquet file, reading only the row groups that overlap them."""
+    parquet = pq.ParquetFile(path)
+    groups, group_start, skip = [], 0, 0
+    for i in range(parquet.metadata.num_row_groups):
+        group_stop = group_start + parquet.metadata.row_group(i).num_rows
+        if group_stop > start and group_start < stop:
+            if not groups:
+                skip = start - group_start
+            groups.append(i)
+        group_start = group_stop
+    table = parquet.read_row_groups(groups, columns=columns)
+    return table.slice(skip, stop - start)
+
+
+def is_done(output_dir: Path, shard: Shard) -> bool:
+    """True when the shard's completion marker exists (written only after its output file is in place)."""
+    return _marker_path(output_dir, shard).is_file()
+
+
+def read_marker(output_dir: Path, shard: Shard) -> dict[str, Any]:
+    """The completion marker of a finished shard: ``{"rows", "bad", "seconds"}``."""
+    return json.loads(_marker_path(output_dir, shard).read_text())
+
+
+def _marker_path(output_dir: Path, shard: Shard) -> Path:
+    return output_dir / MARKERS / f"{shard.name}.json"
+
+
+def write_atomic(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` then rename the result to ``path``, so ``path`` is complete or absent.
+
+    The temporary name is unique per call, so a restarted worker never collides with a dead one's leftovers.
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_shard_output(output_dir: Path, shard: Shard, table: pa.Table, marker: dict[str, Any]) -> None:
+    """Write a shard's Parquet output, then its completion marker, each atomically."""
+    write_atomic(output_dir / f"{shard.name}.parquet", lambda tmp: pq.write_table(table, tmp))
+    marker_path = _marker_path(output_dir, shard)
+    marker_path.parent.mkdir(exist_ok=True)
+    write_atomic(marker_path, lambda tmp: tmp.write_text(json.dumps(marker, default=str)))
+
+
+def check_manifest(output_dir: Path, manifest: dict[str, Any]) -> None:
+    """Record the job's settings in ``output_dir``, or check that an earlier run there used the same ones.
+
+    Resuming is only safe when shards mean the same rows: same input files (size and mtime), same
+    ``shard_rows``, same job kind and columns.
+
+    Raises:
+        JobInputError: ``output_dir`` holds the output of a different job.
+    """
+    path = output_dir / MANIFEST
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        changed = sorted(k for k in manifest if k != "model" and previous.get(k) != manifest[k])
+        if changed:
+            raise JobInputError(
+                f"{output_dir} holds the output of a different job ({', '.join(changed)} changed); "
+                "resume needs the same input and settings, or use a new output folder."
+            )
+        return
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
+
+
+def file_fingerprints(files: list[Path]) -> list[dict[str, Any]]:
+    """Path, size and modification time of each input file (what resume compares)."""
+    return [{"path": str(p.resolve()), "size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in files]

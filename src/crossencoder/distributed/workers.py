@@ -1,0 +1,177 @@
+"""Ray Data actors of the distributed jobs: each holds one ``CrossEncoder`` and turns whole shards into output files.
+
+A call receives a batch of shard descriptors (JSON strings), reads each shard from the input, scores its valid
+rows, writes the shard's Parquet file and completion marker, and returns one summary row per shard. Rows with
+missing or empty text are not scored; they are listed (row number, id, reason) in the marker so the driver can
+report them. Nothing here imports ray: Ray Data instantiates these classes inside its actors.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from crossencoder.distributed.errors import JobInputError
+from crossencoder.distributed.shards import Shard, read_shard, write_shard_output
+
+
+def _load_model(model: Any, model_kwargs: dict[str, Any], num_threads: int | None) -> Any:
+    """Build this actor's model: ``model()`` for a factory, else ``CrossEncoder(model, **model_kwargs)``."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from crossencoder import CrossEncoder
+
+    hf_logging.disable_progress_bar()  # one "Loading weights" bar per actor is noise in the driver's log
+
+    if num_threads:
+        # One actor per CPU slot: keep torch from starting a thread per core in every actor.
+        torch.set_num_threads(num_threads)
+    return model() if callable(model) else CrossEncoder(model, **model_kwargs)
+
+
+def _text_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be scored as a text, or None when it can."""
+    if value is None:
+        return "missing"
+    if not isinstance(value, str):
+        return f"not a string ({type(value).__name__})"
+    if not value.strip():
+        return "empty"
+    return None
+
+
+def _id_array(values: list[Any], id_type: pa.DataType | None) -> pa.Array:
+    try:
+        return pa.array(values, type=id_type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
+        raise JobInputError(f"the id column mixes value types ({exc}); use one type for every id.") from None
+
+
+class _ShardWorker:
+    """Shared plumbing: model loading, shard loop, summaries. Subclasses implement :meth:`process`."""
+
+    def __init__(
+        self,
+        model: Any,
+        model_kwargs: dict[str, Any],
+        output_dir: str,
+        columns: list[str],
+        id_column: str | None,
+        id_type: pa.DataType | None,
+        num_threads: int | None,
+        options: dict[str, Any],
+    ) -> None:
+        self.model = _load_model(model, model_kwargs, num_threads)
+        self.output_dir = Path(output_dir)
+        self.columns = columns
+        self.id_column = id_column
+        self.id_type = id_type
+        self.options = options
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[int]]:
+        """Process each shard of ``batch`` end to end; returns the input rows of each (for the progress bar)."""
+        summary: dict[str, list[int]] = {"rows": []}
+        for descriptor in batch["shard"]:
+            shard = Shard(**json.loads(descriptor))
+            started = time.perf_counter()
+            rows, bad = read_shard(shard, self.columns)
+            table, bad_rows = self.process(rows)
+            bad = sorted(bad + bad_rows, key=lambda r: r["row"])
+            marker = {"rows": table.num_rows, "bad": bad, "seconds": round(time.perf_counter() - started, 3)}
+            write_shard_output(self.output_dir, shard, table, marker)
+            summary["rows"].append(shard.stop - shard.start)
+        return summary
+
+    def _bad(self, row: dict[str, Any], reason: str) -> dict[str, Any]:
+        record = {"row": row["row"], "reason": reason}
+        if self.id_column:
+            record["id"] = row.get(self.id_column)
+        return record
+
+    def _ids(self, rows: list[dict[str, Any]]) -> dict[str, pa.Array]:
+        """The ``id`` (when the input has one) and ``row`` columns of the output."""
+        columns = {"row": pa.array([r["row"] for r in rows], type=pa.int64())}
+        if self.id_column:
+            columns = {"id": _id_array([r[self.id_column] for r in rows], self.id_type), **columns}
+        return columns
+
+    def process(self, rows: list[dict[str, Any]]) -> tuple[pa.Table, list[dict[str, Any]]]:
+        """The output table of a shard's valid rows, and a ``{"row", "id", "reason"}`` record per invalid row."""
+        raise NotImplementedError
+
+
+class ScoreWorker(_ShardWorker):
+    """Scores pairs: ``id, row, score`` (1-label models) or ``id, row, label, probabilities`` (classifiers)."""
+
+    def process(self, rows: list[dict[str, Any]]) -> tuple[pa.Table, list[dict[str, Any]]]:
+        first, second = self.options["text_columns"]
+        good, bad = [], []
+        for row in rows:
+            problem = next(
+                (f"{column}: {p}" for column in (first, second) if (p := _text_problem(row[column]))), None
+            )
+            if problem:
+                bad.append(self._bad(row, problem))
+            else:
+                good.append(row)
+        pairs = [(r[first], r[second]) for r in good]
+        model, predict_kwargs = self.model, self.options["predict_kwargs"]
+        columns = self._ids(good)
+        if model.num_labels == 1:
+            scores = model.predict(pairs, show_progress_bar=False, **predict_kwargs) if pairs else np.empty(0)
+            columns["score"] = pa.array(np.asarray(scores, dtype=np.float32))
+            return pa.table(columns), bad
+        names = [model.id2label.get(i, str(i)) for i in range(model.num_labels)]
+        probabilities = (
+            model.predict(pairs, show_progress_bar=False, apply_softmax=True, **predict_kwargs)
+            if pairs else np.empty((0, len(names)), dtype=np.float32)
+        )
+        columns["label"] = pa.array([names[i] for i in probabilities.argmax(axis=1)], type=pa.string())
+        columns["probabilities"] = pa.StructArray.from_arrays(
+            [pa.array(probabilities[:, i], type=pa.float32()) for i in range(len(names))], names=names
+        )
+        return pa.table(columns), bad
+
+
+class RankWorker(_ShardWorker):
+    """Ranks each query's candidates: one output row per kept hit, ``id, row, rank, corpus_id, score``."""
+
+    def process(self, rows: list[dict[str, Any]]) -> tuple[pa.Table, list[dict[str, Any]]]:
+        query_column, candidates_column = self.options["query_column"], self.options["candidates_column"]
+        kept, hits, bad = [], [], []
+        for row in rows:
+            problem = _candidates_problem(row[query_column], row[candidates_column])
+            if problem:
+                bad.append(self._bad(row, problem))
+                continue
+            ranked = self.model.rank(
+                row[query_column], list(row[candidates_column]), show_progress_bar=False, **self.options["rank_kwargs"]
+            )
+            for position, hit in enumerate(ranked, start=1):
+                kept.append(row)
+                hits.append((position, hit["corpus_id"], hit["score"]))
+        columns = self._ids(kept)
+        columns["rank"] = pa.array([h[0] for h in hits], type=pa.int32())
+        columns["corpus_id"] = pa.array([h[1] for h in hits], type=pa.int32())
+        columns["score"] = pa.array([h[2] for h in hits], type=pa.float32())
+        return pa.table(columns), bad
+
+
+def _candidates_problem(query: Any, candidates: Any) -> str | None:
+    """Why a (query, candidates) row cannot be ranked, or None when it can."""
+    problem = _text_problem(query)
+    if problem:
+        return f"query: {problem}"
+    if not isinstance(candidates, (list, tuple, np.ndarray)) or len(candidates) == 0:
+        return "candidates: missing or empty list"
+    for i, text in enumerate(candidates):
+        problem = _text_problem(text)
+        if problem:
+            return f"candidates[{i}]: {problem}"
+    return None

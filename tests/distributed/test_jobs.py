@@ -1,0 +1,203 @@
+"""Distributed jobs on a local 2-CPU Ray: parity with in-process predict/rank, resume by shard, bad rows, failures."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+pd = pytest.importorskip("pandas")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from crossencoder import CrossEncoder  # noqa: E402
+from crossencoder.distributed import (  # noqa: E402
+    DistributedJobError,
+    JobInputError,
+    rank_dataset,
+    score_dataset,
+)
+from crossencoder.errors import ModelNotFoundError  # noqa: E402
+
+# Workers unpickle this module's helpers (CrashOnceModel) by value: the test folder is not on their sys.path.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def make_rows(n: int) -> list[dict]:
+    """Pairs with varied lengths and string ids; rows 7 and 20 (when there) are bad (null / blank text)."""
+    rows = [
+        {"id": f"p{i}", "text_a": f"question {i} about topic {i % 7}", "text_b": f"answer {i} " + "word " * (i % 11)}
+        for i in range(n)
+    ]
+    if n > 7:
+        rows[7]["text_b"] = None
+    if n > 20:
+        rows[20]["text_a"] = "   "
+    return rows
+
+
+def write_jsonl(path, rows) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One 2-CPU Ray for the whole module (jobs reuse an already started Ray and leave it running)."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def scored(local_ray, tiny_model_dir, tmp_path_factory):
+    """One 2-worker score job over 50 JSONL rows in 5 shards."""
+    root = tmp_path_factory.mktemp("score")
+    rows = make_rows(50)
+    write_jsonl(root / "pairs.jsonl", rows)
+    result = score_dataset(tiny_model_dir, root / "pairs.jsonl", root / "out", num_workers=2, shard_rows=10,
+                           batch_size=8, show_progress=False)
+    return rows, result
+
+
+def test_scores_equal_in_process_predict(scored, tiny_model_dir):
+    rows, result = scored
+    out = pd.read_parquet(result.output_dir)
+    good = [r for r in rows if r["id"] not in {"p7", "p20"}]
+    expected = CrossEncoder(tiny_model_dir).predict([(r["text_a"], r["text_b"]) for r in good])
+    got = dict(zip(out["id"], out["score"]))
+    assert sorted(got) == sorted(r["id"] for r in good)
+    np.testing.assert_allclose([got[r["id"]] for r in good], expected, atol=1e-5)
+    assert dict(zip(out["id"], out["row"])) == {r["id"]: i for i, r in enumerate(rows) if r in good}
+    assert result.rows_written == 48 and result.shards == 5 and result.shards_skipped == 0
+
+
+def test_bad_rows_reported_with_ids_not_dropped(scored):
+    _, result = scored
+    assert [(r["id"], r["row"], r["reason"]) for r in result.bad_rows] == [
+        ("p7", 7, "text_b: missing"), ("p20", 20, "text_a: empty"),
+    ]
+    listed = [json.loads(line) for line in result.errors_path.read_text().splitlines()]
+    assert [r["id"] for r in listed] == ["p7", "p20"]
+
+
+def test_output_folder_holds_only_finished_parts(scored):
+    _, result = scored
+    names = sorted(p.name for p in result.output_dir.iterdir())
+    assert names == ["_done", "_errors.jsonl", "_job.json", *[f"part-{i:06d}.parquet" for i in range(5)]]
+    assert len(list((result.output_dir / "_done").iterdir())) == 5
+
+
+def test_resume_redoes_only_missing_shards(local_ray, tiny_model_dir, tmp_path):
+    rows = [r for r in make_rows(40) if r["id"] not in {"p7", "p20"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "pairs.parquet", row_group_size=7)
+    out = tmp_path / "out"
+    first = score_dataset(tiny_model_dir, tmp_path / "pairs.parquet", out, shard_rows=10, show_progress=False)
+    before = pd.read_parquet(out).sort_values("row").reset_index(drop=True)
+    # Simulate a crash: shard 1 lost its file; shard 2 wrote its file but died before its marker.
+    (out / "part-000001.parquet").unlink()
+    (out / "_done" / "part-000001.json").unlink()
+    (out / "_done" / "part-000002.json").unlink()
+    (out / "part-000002.parquet").write_bytes(b"half a file")
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+
+    second = score_dataset(tiny_model_dir, tmp_path / "pairs.parquet", out, shard_rows=10, show_progress=False)
+
+    assert (first.shards, second.shards_skipped) == (4, 2)
+    changed = {p.name for p in out.glob("part-*.parquet") if stamps.get(p.name) != p.stat().st_mtime_ns}
+    assert changed == {"part-000001.parquet", "part-000002.parquet"}
+    after = pd.read_parquet(out).sort_values("row").reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, after)
+    assert second.rows_written == len(rows) and not list(out.glob(".*tmp"))
+
+
+def test_resume_refuses_a_different_job(tiny_model_dir, tmp_path):
+    write_jsonl(tmp_path / "pairs.jsonl", make_rows(30))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "_job.json").write_text(json.dumps({"kind": "score", "shard_rows": 99}))
+    with pytest.raises(JobInputError, match="different job .*shard_rows"):
+        score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", shard_rows=10)
+
+
+def test_missing_text_column_is_named(tiny_model_dir, tmp_path):
+    write_jsonl(tmp_path / "pairs.jsonl", [{"id": 1, "query": "q", "passage": "p"}])
+    with pytest.raises(JobInputError, match=r"pairs.jsonl: no column 'text_a', 'text_b' \(columns: id, query, passage"):
+        score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out")
+
+
+def test_classifier_writes_label_and_probabilities(local_ray, tiny_nli_model_dir, tmp_path):
+    rows = [r for r in make_rows(12) if r["id"] != "p7"]
+    write_jsonl(tmp_path / "pairs.jsonl", rows)
+    result = score_dataset(tiny_nli_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", shard_rows=5,
+                           show_progress=False)
+    out = pd.read_parquet(result.output_dir).sort_values("row")
+    model = CrossEncoder(tiny_nli_model_dir)
+    pairs = [(r["text_a"], r["text_b"]) for r in rows]
+    expected = model.predict(pairs, apply_softmax=True)
+    got = np.array([[p["contradiction"], p["entailment"], p["neutral"]] for p in out["probabilities"]])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert list(out["label"]) == model.predict_labels(pairs)
+
+
+def test_rank_dataset_equals_rank_top_k(local_ray, tiny_model_dir, tmp_path):
+    queries = [
+        {"query_id": 10 + q, "query": f"question about topic {q}",
+         "candidates": [f"passage {c} on topic {(q + c) % 4} " + "filler " * c for c in range(6)]}
+        for q in range(5)
+    ]
+    queries[3]["candidates"][2] = ""
+    pq.write_table(pa.Table.from_pylist(queries), tmp_path / "cands.parquet")
+    result = rank_dataset(tiny_model_dir, tmp_path / "cands.parquet", tmp_path / "out", top_k=3, num_workers=2,
+                          shard_rows=2, show_progress=False)
+    out = pd.read_parquet(result.output_dir)
+    model = CrossEncoder(tiny_model_dir)
+    for q in queries[:3] + queries[4:]:
+        hits = out[out["id"] == q["query_id"]].sort_values("rank")
+        expected = model.rank(q["query"], q["candidates"], top_k=3)
+        assert list(hits["rank"]) == [1, 2, 3]
+        assert list(hits["corpus_id"]) == [h["corpus_id"] for h in expected]
+        np.testing.assert_allclose(hits["score"], [h["score"] for h in expected], atol=1e-5)
+    assert 13 not in set(out["id"])
+    assert result.bad_rows == [{"row": 3, "id": 13, "reason": "candidates[2]: empty"}]
+
+
+class CrashOnceModel:
+    """A CrossEncoder whose first predict() anywhere kills its worker process (flag file shared by all actors)."""
+
+    def __init__(self, path: str, flag: str) -> None:
+        self.model = CrossEncoder(path)
+        self.flag = flag
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def predict(self, *args, **kwargs):
+        try:
+            os.close(os.open(self.flag, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return self.model.predict(*args, **kwargs)
+        os._exit(1)
+
+
+def test_dead_worker_is_restarted_and_its_shard_retried(local_ray, tiny_model_dir, tmp_path):
+    rows = make_rows(20)
+    write_jsonl(tmp_path / "pairs.jsonl", rows)
+    flag = tmp_path / "crashed"
+    factory = functools.partial(CrashOnceModel, str(tiny_model_dir), str(flag))
+    result = score_dataset(factory, tmp_path / "pairs.jsonl", tmp_path / "out", shard_rows=10, show_progress=False)
+    assert flag.exists()  # a worker really died
+    assert result.rows_written == 19  # row 7 is bad; every other row was scored
+    assert sorted(pd.read_parquet(result.output_dir)["row"]) == [i for i in range(20) if i != 7]
+
+
+def test_worker_error_reaches_the_caller(local_ray, tmp_path):
+    write_jsonl(tmp_path / "pairs.jsonl", make_rows(3))
+    with pytest.raises((DistributedJobError, ModelNotFoundError), match="no-such-model"):
+        score_dataset(str(tmp_path / "no-such-model"), tmp_path / "pairs.jsonl", tmp_path / "out",
+                      show_progress=False)
+    assert not list((tmp_path / "out").glob("part-*"))

@@ -1,0 +1,65 @@
+"""Shard planning and reading without Ray: every row lands in exactly one shard, with its global row number."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from crossencoder.distributed import JobInputError  # noqa: E402
+from crossencoder.distributed.shards import input_files, plan_shards, read_shard, write_atomic  # noqa: E402
+
+
+def read_all(files, shard_rows, columns):
+    rows, bad = [], []
+    for shard in plan_shards(files, shard_rows):
+        got, unreadable = read_shard(shard, columns)
+        rows += got
+        bad += unreadable
+    return rows, bad
+
+
+def test_jsonl_shards_cover_every_line_once_with_crlf_blank_and_broken_lines(tmp_path):
+    lines = [json.dumps({"id": i, "t": f"text {i}"}) for i in range(11)]
+    lines[4] = ""  # blank: keeps its row number, not a row
+    lines[6] = "{not json"
+    (tmp_path / "a.jsonl").write_bytes(("\r\n".join(lines)).encode())  # CRLF, no final newline
+    rows, bad = read_all([tmp_path / "a.jsonl"], 3, ["id", "t"])
+    assert [r["row"] for r in rows] == [0, 1, 2, 3, 5, 7, 8, 9, 10]
+    assert all(r["id"] == r["row"] and r["t"] == f"text {r['row']}" for r in rows)
+    assert bad == [{"row": 6, "reason": "invalid JSON (Expecting property name enclosed in double quotes)"}]
+
+
+def test_parquet_shards_cross_row_groups_and_files_keep_global_row_numbers(tmp_path):
+    pq.write_table(pa.table({"id": list(range(10))}), tmp_path / "a.parquet", row_group_size=4)
+    pq.write_table(pa.table({"id": list(range(10, 15))}), tmp_path / "b.parquet", row_group_size=2)
+    files = input_files(tmp_path)
+    shards = plan_shards(files, 3)
+    assert [(s.start, s.stop, s.first_row) for s in shards] == [
+        (0, 3, 0), (3, 6, 3), (6, 9, 6), (9, 10, 9), (0, 3, 10), (3, 5, 13),
+    ]
+    rows, _ = read_all(files, 3, ["id"])
+    assert [(r["id"], r["row"]) for r in rows] == [(i, i) for i in range(15)]
+
+
+def test_unknown_inputs_are_named(tmp_path):
+    (tmp_path / "pairs.csv").write_text("a,b\n")
+    with pytest.raises(JobInputError, match="pairs.csv: unknown format"):
+        input_files(tmp_path / "pairs.csv")
+    with pytest.raises(JobInputError, match="no .parquet or .jsonl files"):
+        input_files(tmp_path)
+    with pytest.raises(JobInputError, match="missing: no such file"):
+        input_files(tmp_path / "missing")
+
+
+def test_write_atomic_leaves_nothing_when_the_writer_fails(tmp_path):
+    def fail(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(tmp_path / "part-000000.parquet", fail)
+    assert list(tmp_path.iterdir()) == []
