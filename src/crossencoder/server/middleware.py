@@ -1,0 +1,176 @@
+"""Pure ASGI middleware: metrics, the in-flight request limit, API-key auth and the request-body size limit.
+
+They run before FastAPI parses anything, so an unauthenticated or oversized request costs neither a parse nor
+a buffered body, and every answer (errors included) is counted.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from crossencoder.server.metrics import Metrics, endpoint_label
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Reachable without an API key: probes and the API docs.
+OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# Never refused for load: probes and metrics.
+UNCOUNTED_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+
+def mark_error(scope: Scope, error_type: str) -> None:
+    """Record the error kind of a request, for the ``crossencoder_request_errors`` metric."""
+    scope.setdefault("state", {})["error_type"] = error_type
+
+
+async def send_error(
+    scope: Scope, send: Send, status: int, message: str, error_type: str, headers: dict[str, str] | None = None
+) -> None:
+    """Answer with the server's JSON error body ``{"error": ..., "error_type": ...}``."""
+    mark_error(scope, error_type)
+    body = json.dumps({"error": message, "error_type": error_type}).encode()
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value
+    return None
+
+
+class MetricsMiddleware:
+    """Count every request by endpoint and status, time it, and count errors by kind."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app dies before answering
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            endpoint = endpoint_label(scope["path"])
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+            if status >= 400:
+                error_type = scope.get("state", {}).get("error_type", "internal" if status >= 500 else "other")
+                self.metrics.errors.labels(endpoint, error_type).inc()
+
+
+class ConcurrencyLimitMiddleware:
+    """Answer 503 with ``Retry-After`` while ``max_requests`` requests are already being handled.
+
+    Probes and metrics are neither counted nor refused, so an overloaded server still reports itself alive.
+    """
+
+    def __init__(self, app: ASGIApp, max_requests: int, retry_after: int) -> None:
+        self.app = app
+        self.max_requests = max_requests
+        self.retry_after = {"Retry-After": str(retry_after)}
+        self.active = 0  # only touched on the event loop: no lock needed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in UNCOUNTED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.max_requests:
+            await send_error(scope, send, 503, f"server busy: {self.active} requests in flight; retry later",
+                             "overloaded", self.retry_after)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+class ApiKeyMiddleware:
+    """Require ``Authorization: Bearer <key>`` outside :data:`OPEN_PATHS`; compare in constant time."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.key = api_key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        scheme, _, token = (_header(scope, b"authorization") or b"").partition(b" ")
+        # compare_digest runs even for a wrong scheme, so timing does not reveal which part was wrong.
+        valid = hmac.compare_digest(token.strip(), self.key)
+        if not (valid and scheme.lower() == b"bearer"):
+            await send_error(scope, send, 401, "missing or invalid API key", "unauthorized",
+                             {"WWW-Authenticate": "Bearer"})
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Reject bodies over ``max_bytes`` with 413 before they are parsed.
+
+    A declared ``Content-Length`` over the limit is rejected without reading the body; otherwise the body is read
+    (at most ``max_bytes`` are buffered, so chunked uploads cannot grow memory) and handed on to the app.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        too_large = f"request body is larger than the limit of {self.max_bytes} bytes"
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await send_error(scope, send, 413, too_large, "payload_too_large")
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await send_error(scope, send, 413, too_large, "payload_too_large")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

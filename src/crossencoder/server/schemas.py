@@ -1,0 +1,147 @@
+"""Request and response bodies: Hugging Face TEI, Cohere v1/v2 (also Jina's shape) and our own ``/predict``.
+
+Requests ignore fields they do not use (clients send extras such as Cohere's ``max_tokens_per_doc`` or
+``priority``), so unchanged client code keeps working; fields they do use are type-checked.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ErrorResponse(BaseModel):
+    """Body of every error answer."""
+
+    error: str = Field(description="What went wrong, for humans.")
+    error_type: str = Field(description="Machine-readable kind: validation, malformed_json, payload_too_large, "
+                                        "unauthorized, overloaded, timeout, unavailable, not_found, internal.")
+
+
+# ---------------------------------------------------------------------------------------------- TEI
+class TEIRerankRequest(_Request):
+    """``POST /rerank``: Hugging Face text-embeddings-inference's schema."""
+
+    query: str = Field(min_length=1, description="The query.")
+    texts: list[str] = Field(min_length=1, description="Passages to rank.")
+    raw_scores: bool = Field(False, description="Return raw logits instead of the model's activation (sigmoid).")
+    return_text: bool = Field(False, description="Add each passage's text to its result.")
+    truncate: bool | None = Field(None, description="Accepted for compatibility: over-long pairs are always "
+                                                    "truncated to the model's max_length (passage cut).")
+    truncation_direction: Literal["Right", "right"] = Field(
+        "Right", description="Only 'Right' (cut the end of the passage) is supported.")
+
+
+class TEIRerankResult(BaseModel):
+    index: int = Field(description="Position of the passage in `texts`.")
+    score: float
+    text: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------- Cohere / Jina
+class CohereRerankRequest(_Request):
+    """``POST /v1/rerank`` and ``/v2/rerank``: Cohere's schema (Jina's client sends the same shape)."""
+
+    model: str | None = Field(None, description="Accepted and ignored: the server serves one model.")
+    query: str = Field(min_length=1, description="The query.")
+    documents: list[Any] = Field(
+        min_length=1, description="Strings, or objects with a string `text` field (or the fields named in "
+                                  "`rank_fields`); objects are returned unchanged as `document`.")
+    top_n: int | None = Field(None, ge=1, description="Return only the best `top_n` results (default: all).")
+    return_documents: bool = Field(False, description="Add each document to its result as `document`.")
+    rank_fields: list[str] | None = Field(
+        None, min_length=1, description="Cohere v1: object fields to rank on, joined as 'field: value' lines.")
+
+    @model_validator(mode="after")
+    def _check_documents(self) -> CohereRerankRequest:
+        fields = self.rank_fields or ["text"]
+        for i, doc in enumerate(self.documents):
+            if isinstance(doc, str):
+                continue
+            if not isinstance(doc, dict):
+                raise ValueError(f"documents[{i}] must be a string or an object with a 'text' string, "
+                                 f"got {_json_type(doc)}")
+            for name in fields:
+                if not isinstance(doc.get(name), str):
+                    raise ValueError(f"documents[{i}] needs a string field {name!r}")
+        return self
+
+    def texts(self) -> list[str]:
+        """The text to score of each document."""
+        if not self.rank_fields:
+            return [d if isinstance(d, str) else d["text"] for d in self.documents]
+        return [d if isinstance(d, str) else "\n".join(f"{k}: {d[k]}" for k in self.rank_fields)
+                for d in self.documents]
+
+    def document(self, index: int) -> dict[str, Any]:
+        """The document of a result: the object as sent, or ``{"text": ...}`` for a string."""
+        doc = self.documents[index]
+        return doc if isinstance(doc, dict) else {"text": doc}
+
+
+class CohereRerankResult(BaseModel):
+    index: int = Field(description="Position of the document in `documents`.")
+    relevance_score: float
+    document: dict[str, Any] | None = None
+
+
+class ApiVersion(BaseModel):
+    version: str
+
+
+class BilledUnits(BaseModel):
+    search_units: int
+
+
+class CohereMeta(BaseModel):
+    api_version: ApiVersion
+    billed_units: BilledUnits
+
+
+class CohereRerankResponse(BaseModel):
+    id: str = Field(description="A fresh id per request.")
+    results: list[CohereRerankResult] = Field(description="Best first.")
+    meta: CohereMeta
+    model: str = Field(description="The served model's name (Jina's response field).")
+
+
+# ---------------------------------------------------------------------------------------------- predict
+class PredictRequest(_Request):
+    """``POST /predict``: score sentence pairs, or classify them with a multi-label model."""
+
+    pairs: list[tuple[str, str]] = Field(min_length=1, description="`[text_a, text_b]` pairs.")
+    raw_scores: bool = Field(False, description="Raw logits instead of scores/probabilities.")
+
+
+class PredictResult(BaseModel):
+    score: float | None = Field(None, description="1-label models: the pair's score.")
+    label: str | None = Field(None, description="Classifiers: the most likely label.")
+    scores: dict[str, float] | None = Field(
+        None, description="Classifiers: probability (softmax) of each label, or its logit with raw_scores.")
+
+
+class PredictResponse(BaseModel):
+    results: list[PredictResult] = Field(description="One result per pair, in input order.")
+
+
+# ---------------------------------------------------------------------------------------------- info
+class InfoResponse(BaseModel):
+    model: str
+    model_path: str | None
+    num_labels: int
+    labels: list[str]
+    max_length: int
+    backend: str
+    score_activation: str
+    device: str
+    limits: dict[str, Any]
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "boolean", int: "number", float: "number", list: "array", type(None): "null"}
+    return names.get(type(value), type(value).__name__)

@@ -1,0 +1,71 @@
+"""Settings of the rerank server: limits, batching, auth and CORS, with their defaults in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything that shapes the server's behaviour besides the model itself.
+
+    Memory stays bounded: at most ``max_connections`` requests are handled at once, each with a body of at most
+    ``max_body_bytes``, and at most ``max_queue`` parsed requests (each with at most ``max_documents`` texts of at
+    most ``max_document_chars`` characters) wait for the model.
+
+    Args:
+        served_model_name: Model name reported in responses and ``/info``.
+        api_key: If set, every endpoint except ``/health``, ``/ready`` and the API docs needs
+            ``Authorization: Bearer <api_key>`` (401 otherwise).
+        max_documents: Maximum documents (rerank) or pairs (predict) per request (413 above).
+        max_document_chars: Maximum characters of a query or document (413 above).
+        max_body_bytes: Maximum request body size; checked before the body is parsed (413 above).
+        request_timeout: Seconds a request may wait for its scores, queueing included (504 after).
+        max_queue: Maximum requests waiting for the model (429 with ``Retry-After`` when full).
+        max_connections: Maximum requests handled at once (503 with ``Retry-After`` above; probes and metrics
+            are exempt). ``crossencoder serve`` also has uvicorn drop connections beyond twice this number.
+        max_batch_pairs: The worker merges queued requests until a model call holds this many pairs.
+        max_wait_ms: How long the worker waits for more requests to merge before running a smaller batch.
+        batch_size: Maximum pairs per forward pass inside a model call (passed to ``predict``).
+        max_batch_tokens: Maximum padded tokens per forward pass (None: the model's default).
+        cors_origins: Origins allowed by CORS; empty (the default) disables CORS.
+        retry_after: Seconds sent in the ``Retry-After`` header of 429 and 503 answers.
+        score_activation: ``"model"`` (default): scores use the model's own activation, exactly as
+            ``CrossEncoder.rank`` / ``predict`` (raw logits for models that declare Identity, such as
+            cross-encoder/ms-marco-MiniLM-L6-v2). ``"sigmoid"``: 1-label scores are ``sigmoid(logit)`` in [0, 1],
+            what TEI computes and Cohere clients expect.
+    """
+
+    served_model_name: str = "crossencoder"
+    api_key: str | None = None
+    max_documents: int = 1000
+    max_document_chars: int = 32_768
+    max_body_bytes: int = 8 * 1024 * 1024
+    request_timeout: float = 60.0
+    max_queue: int = 128
+    max_connections: int = 256
+    max_batch_pairs: int = 256
+    max_wait_ms: float = 2.0
+    batch_size: int = 32
+    max_batch_tokens: int | None = None
+    cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    retry_after: int = 1
+    score_activation: Literal["model", "sigmoid"] = "model"
+
+    def __post_init__(self) -> None:
+        for name in ("max_documents", "max_document_chars", "max_body_bytes", "max_queue", "max_connections",
+                     "max_batch_pairs", "batch_size", "retry_after"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be a positive integer or None, got {self.max_batch_tokens!r}.")
+        if not self.request_timeout > 0:
+            raise ValueError(f"request_timeout must be > 0 seconds, got {self.request_timeout!r}.")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms!r}.")
+        if self.score_activation not in ("model", "sigmoid"):
+            raise ValueError(f"score_activation must be 'model' or 'sigmoid', got {self.score_activation!r}.")
+        if self.api_key is not None and not self.api_key:
+            raise ValueError("api_key must not be empty; leave it unset to disable authentication.")

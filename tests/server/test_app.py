@@ -1,0 +1,313 @@
+"""Endpoints over real HTTP: TEI and Cohere schemas (with the official SDK), predict, concurrency, auth, limits,
+bad input and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import cohere
+import httpx
+import pytest
+
+from server_helpers import API_KEY, live_server
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+QUERY = "How many people live in Berlin?"
+DOCS = [
+    "Berlin has a population of 3,520,031 registered inhabitants in an area of 891.82 square kilometers.",
+    "Berlin is well known for its museums.",
+    "Paris is the capital of France.",
+    "New York City is famous for the Metropolitan Museum of Art.",
+    "The city of Berlin is home to about 3.5 million people.",
+]
+
+
+def post(server, path: str, body, headers=AUTH, **kwargs) -> httpx.Response:
+    return httpx.post(server.url + path, json=body, headers=headers, timeout=30, **kwargs)
+
+
+def assert_ranked_like(results, expected, index_key: str, score_key: str) -> None:
+    """Same documents with the same scores, best first (merged batches pad differently: 1e-5 slack)."""
+    assert len(results) == len(expected)
+    got = {r[index_key]: r[score_key] for r in results}
+    want = {h["corpus_id"]: h["score"] for h in expected}
+    assert got.keys() == want.keys()
+    for index, score in want.items():
+        assert got[index] == pytest.approx(score, abs=1e-5)
+    scores = [r[score_key] for r in results]
+    assert scores == sorted(scores, reverse=True)
+
+
+# ---------------------------------------------------------------------------------------------- TEI
+def test_tei_rerank_matches_in_process_rank(server, tiny_model):
+    response = post(server, "/rerank", {"query": QUERY, "texts": DOCS, "return_text": True})
+    assert response.status_code == 200
+    results = response.json()
+    assert_ranked_like(results, tiny_model.rank(QUERY, DOCS), "index", "score")
+    assert all(r["text"] == DOCS[r["index"]] for r in results)
+
+
+def test_tei_raw_scores_are_logits_and_text_is_opt_in(server, tiny_model):
+    import torch
+
+    results = post(server, "/rerank", {"query": QUERY, "texts": DOCS, "raw_scores": True}).json()
+    assert_ranked_like(results, tiny_model.rank(QUERY, DOCS, activation_fn=torch.nn.Identity()), "index", "score")
+    assert all("text" not in r for r in results)
+
+
+def test_tei_left_truncation_is_refused(server):
+    response = post(server, "/rerank", {"query": QUERY, "texts": DOCS, "truncation_direction": "Left"})
+    assert response.status_code == 422
+    assert "truncation_direction" in response.json()["error"]
+
+
+def test_score_activation_model_keeps_logits_sigmoid_maps_to_unit_interval(tiny_model_dir):
+    import torch
+
+    from crossencoder import CrossEncoder
+
+    logit_model = CrossEncoder(tiny_model_dir, activation_fn=torch.nn.Identity())  # like ms-marco-MiniLM-L6-v2
+    logits = logit_model.rank(QUERY, DOCS)
+    body = {"query": QUERY, "documents": DOCS}
+    with live_server(logit_model) as live:
+        as_model = post(live, "/v2/rerank", body, headers={}).json()["results"]
+    with live_server(logit_model, score_activation="sigmoid") as live:
+        as_sigmoid = post(live, "/v2/rerank", body, headers={}).json()["results"]
+        raw = post(live, "/rerank", {"query": QUERY, "texts": DOCS, "raw_scores": True}, headers={}).json()
+    assert_ranked_like(as_model, logits, "index", "relevance_score")
+    probabilities = [{**h, "score": float(torch.sigmoid(torch.tensor(h["score"])))} for h in logits]
+    assert_ranked_like(as_sigmoid, probabilities, "index", "relevance_score")
+    assert_ranked_like(raw, logits, "index", "score")
+
+
+# ---------------------------------------------------------------------------------------------- Cohere / Jina
+def test_cohere_sdk_v2_rerank(server, tiny_model):
+    client = cohere.ClientV2(api_key=API_KEY, base_url=server.url)
+    response = client.rerank(model="tiny", query=QUERY, documents=DOCS, top_n=3)
+    expected = tiny_model.rank(QUERY, DOCS, top_k=3)
+    assert [r.index for r in response.results] == [h["corpus_id"] for h in expected]
+    assert [r.relevance_score for r in response.results] == pytest.approx([h["score"] for h in expected], abs=1e-5)
+    assert response.id and response.meta.api_version.version == "2"
+
+
+def test_cohere_sdk_v1_rerank_returns_documents_as_sent(server, tiny_model):
+    documents = [{"text": d, "source": f"doc-{i}"} for i, d in enumerate(DOCS[:3])] + DOCS[3:]
+    client = cohere.Client(api_key=API_KEY, base_url=server.url)
+    response = client.rerank(query=QUERY, documents=documents, return_documents=True)
+    expected = tiny_model.rank(QUERY, DOCS)
+    assert [r.index for r in response.results] == [h["corpus_id"] for h in expected]
+    for result in response.results:
+        assert result.document.text == DOCS[result.index]
+        if result.index < 3:  # objects come back with their extra fields
+            assert result.document.source == f"doc-{result.index}"
+
+
+def test_cohere_sdk_sees_auth_failure(server):
+    client = cohere.ClientV2(api_key="wrong", base_url=server.url)
+    with pytest.raises(cohere.core.ApiError) as info:
+        client.rerank(model="tiny", query=QUERY, documents=DOCS)
+    assert info.value.status_code == 401
+
+
+def test_jina_shape_and_rank_fields(server, tiny_model):
+    body = {"model": "jina-reranker-v2", "query": QUERY, "documents": [{"text": d} for d in DOCS], "top_n": 2,
+            "return_documents": True}
+    data = post(server, "/v1/rerank", body).json()
+    assert data["model"] == "tiny"
+    assert [r["document"]["text"] for r in data["results"]] == [h["text"] for h in
+                                                                tiny_model.rank(QUERY, DOCS, 2, True)]
+    docs = [{"title": f"T{i}", "body": d} for i, d in enumerate(DOCS)]
+    data = post(server, "/v1/rerank", {"query": QUERY, "documents": docs, "rank_fields": ["title", "body"]}).json()
+    joined = [f"title: T{i}\nbody: {d}" for i, d in enumerate(DOCS)]
+    assert_ranked_like(data["results"], tiny_model.rank(QUERY, joined), "index", "relevance_score")
+    assert all("document" not in r for r in data["results"])
+
+
+def test_rerank_on_a_classifier_is_a_clear_400(tiny_nli_model):
+    with live_server(tiny_nli_model) as live:
+        response = post(live, "/v2/rerank", {"query": QUERY, "documents": DOCS}, headers={})
+    assert response.status_code == 400
+    assert "/predict" in response.json()["error"]
+
+
+# ---------------------------------------------------------------------------------------------- predict
+def test_predict_scores_in_input_order(server, tiny_model):
+    pairs = [[QUERY, d] for d in DOCS]
+    data = post(server, "/predict", {"pairs": pairs}).json()
+    assert [r["score"] for r in data["results"]] == pytest.approx(tiny_model.predict(pairs).tolist(), abs=1e-5)
+
+
+def test_predict_classifier_labels_and_probabilities(tiny_nli_model):
+    pairs = [["A man is eating pizza", "A man eats something"], ["A dog runs", "A cat sleeps"]]
+    expected_labels = tiny_nli_model.predict_labels(pairs)
+    expected = tiny_nli_model.predict(pairs, apply_softmax=True)
+    with live_server(tiny_nli_model) as live:
+        data = post(live, "/predict", {"pairs": pairs}, headers={}).json()
+        raw = post(live, "/predict", {"pairs": pairs, "raw_scores": True}, headers={}).json()
+    assert [r["label"] for r in data["results"]] == expected_labels
+    names = ["contradiction", "entailment", "neutral"]
+    for row, result in zip(expected.tolist(), data["results"]):
+        assert [result["scores"][n] for n in names] == pytest.approx(row, abs=1e-5)
+        assert sum(result["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+    logits = tiny_nli_model.predict(pairs, activation_fn=lambda x: x)
+    for row, result in zip(logits.tolist(), raw["results"]):
+        assert [result["scores"][n] for n in names] == pytest.approx(row, abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- concurrency
+def test_64_concurrent_clients_get_their_own_results(tiny_model):
+    rng = random.Random(0)
+    words = " ".join(DOCS).split()
+    requests = []
+    for client in range(64):
+        for n in range(3):
+            query = f"client {client} request {n}: " + " ".join(rng.choices(words, k=rng.randint(2, 8)))
+            docs = [" ".join(rng.choices(words, k=rng.randint(3, 60))) for _ in range(rng.randint(1, 30))]
+            requests.append((client, query, docs))
+    expected = [tiny_model.rank(q, d) for _, q, d in requests]
+
+    async def run_client(http: httpx.AsyncClient, client: int) -> list[tuple[int, list]]:
+        out = []
+        for i, (owner, query, docs) in enumerate(requests):
+            if owner == client:
+                response = await http.post("/rerank", json={"query": query, "texts": docs})
+                assert response.status_code == 200, response.text
+                out.append((i, response.json()))
+        return out
+
+    async def main() -> list[tuple[int, list]]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=live.url, limits=limits, timeout=60) as http:
+            chunks = await asyncio.gather(*(run_client(http, c) for c in range(64)))
+        return [item for chunk in chunks for item in chunk]
+
+    with live_server(tiny_model, max_wait_ms=5) as live:
+        answers = asyncio.run(main())
+        metrics = httpx.get(live.url + "/metrics").text
+    assert len(answers) == len(requests)
+    for i, results in answers:
+        assert_ranked_like(results, expected[i], "index", "score")
+    # Requests really were merged: fewer model calls than requests.
+    calls = _metric(metrics, "crossencoder_batch_requests_count")
+    assert calls < len(requests)
+    assert _metric(metrics, "crossencoder_batch_requests_sum") == len(requests)
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"metric {name} not found")
+
+
+# ---------------------------------------------------------------------------------------------- auth
+@pytest.mark.parametrize("headers", [
+    {}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}, {"Authorization": f"Basic {API_KEY}"},
+    {"Authorization": f"Bearer {API_KEY}x"},
+])
+def test_auth_rejects_missing_or_wrong_keys(server, headers):
+    response = post(server, "/rerank", {"query": QUERY, "texts": DOCS}, headers=headers)
+    assert response.status_code == 401
+    assert response.json() == {"error": "missing or invalid API key", "error_type": "unauthorized"}
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_auth_accepts_lowercase_scheme_and_probes_are_open(server):
+    assert post(server, "/rerank", {"query": QUERY, "texts": DOCS},
+                headers={"Authorization": f"bearer {API_KEY}"}).status_code == 200
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+    assert httpx.get(server.url + "/ready").status_code == 200
+    assert httpx.get(server.url + "/metrics").status_code == 401
+    assert httpx.get(server.url + "/metrics", headers=AUTH).status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(("path", "content", "status", "error_type", "fragment"), [
+    ("/rerank", b'{"query": "q", "texts": ["a"', 400, "malformed_json", "malformed JSON"),
+    ("/rerank", b"", 422, "validation", "JSON object"),
+    ("/rerank", b'["q", "a"]', 422, "validation", ""),
+    ("/rerank", b'{"query": "", "texts": ["a"]}', 422, "validation", "query"),
+    ("/rerank", b'{"query": "q", "texts": []}', 422, "validation", "texts"),
+    ("/rerank", b'{"query": "q", "texts": ["a", 3]}', 422, "validation", "texts[1]"),
+    ("/rerank", b'{"query": 5, "texts": ["a"]}', 422, "validation", "query"),
+    ("/rerank", b'{"texts": ["a"]}', 422, "validation", "query: Field required"),
+    ("/v2/rerank", b'{"query": "q", "documents": []}', 422, "validation", "documents"),
+    ("/v2/rerank", b'{"query": "q", "documents": ["a", null]}', 422, "validation", "documents[1]"),
+    ("/v2/rerank", b'{"query": "q", "documents": [{"title": "a"}]}', 422, "validation", "'text'"),
+    ("/v2/rerank", b'{"query": "q", "documents": ["a"], "top_n": 0}', 422, "validation", "top_n"),
+    ("/predict", b'{"pairs": [["a", "b", "c"]]}', 422, "validation", "pairs[0]"),
+    ("/predict", b'{"pairs": "ab"}', 422, "validation", "pairs"),
+    ("/nowhere", b"{}", 404, "not_found", "Not Found"),
+])
+def test_bad_input_gets_documented_status(server, path, content, status, error_type, fragment):
+    headers = {**AUTH, "Content-Type": "application/json"}
+    response = httpx.post(server.url + path, content=content, headers=headers, timeout=30)
+    assert response.status_code == status
+    body = response.json()
+    assert body["error_type"] == error_type
+    assert fragment in body["error"]
+    assert httpx.get(server.url + "/health").status_code == 200  # still alive
+
+
+# ---------------------------------------------------------------------------------------------- limits
+def test_too_many_documents_is_413(server):
+    response = post(server, "/rerank", {"query": QUERY, "texts": ["a"] * 101})
+    assert response.status_code == 413
+    assert "101" in response.json()["error"] and "100" in response.json()["error"]
+
+
+def test_too_long_document_or_query_is_413(server):
+    response = post(server, "/v2/rerank", {"query": QUERY, "documents": ["ok", "x" * 2001]})
+    assert response.status_code == 413 and "documents[1]" in response.json()["error"]
+    response = post(server, "/rerank", {"query": "q" * 2001, "texts": ["ok"]})
+    assert response.status_code == 413 and "query" in response.json()["error"]
+    response = post(server, "/predict", {"pairs": [["a", "b"], ["c", "d" * 2001]]})
+    assert response.status_code == 413 and "pairs[1][1]" in response.json()["error"]
+
+
+def test_body_over_limit_is_413_declared_or_chunked(server):
+    big = json.dumps({"query": QUERY, "texts": ["word " * 300] * 50}).encode()  # ~75 KB > 64 KiB
+    response = httpx.post(server.url + "/rerank", content=big, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error_type"] == "payload_too_large"
+
+    def chunks():  # no Content-Length: the limit must hold while streaming
+        for start in range(0, len(big), 8192):
+            yield big[start:start + 8192]
+
+    headers = {**AUTH, "Content-Type": "application/json"}
+    response = httpx.post(server.url + "/rerank", content=chunks(), headers=headers)
+    assert response.status_code == 413
+
+
+def test_metrics_count_requests_errors_and_batches(server):
+    post(server, "/rerank", {"query": QUERY, "texts": DOCS})
+    post(server, "/rerank", {"query": "", "texts": DOCS})
+    text = httpx.get(server.url + "/metrics", headers=AUTH).text
+    assert _metric(text, 'crossencoder_requests_total{endpoint="/rerank",status="200"}') >= 1
+    assert _metric(text, 'crossencoder_request_errors_total{endpoint="/rerank",error_type="validation"}') >= 1
+    assert _metric(text, "crossencoder_batch_pairs_sum") >= len(DOCS)
+    assert _metric(text, 'crossencoder_request_duration_seconds_count{endpoint="/rerank"}') >= 2
+    assert "crossencoder_queue_depth" in text
+
+
+def test_info_and_openapi(server):
+    info = httpx.get(server.url + "/info", headers=AUTH).json()
+    assert info["model"] == "tiny" and info["num_labels"] == 1 and info["limits"]["max_documents"] == 100
+    paths = httpx.get(server.url + "/openapi.json").json()["paths"]
+    assert {"/rerank", "/v1/rerank", "/v2/rerank", "/predict", "/health", "/ready", "/metrics"} <= paths.keys()
+
+
+def test_cors_is_off_by_default_and_on_when_asked(server, tiny_model):
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"}
+    response = httpx.options(server.url + "/rerank", headers=preflight)
+    assert "access-control-allow-origin" not in response.headers
+    with live_server(tiny_model, api_key=API_KEY, cors_origins=("https://app.example",)) as live:
+        response = httpx.options(live.url + "/rerank", headers=preflight)
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == "https://app.example"
+        other = httpx.options(live.url + "/rerank", headers={**preflight, "Origin": "https://evil.example"})
+        assert other.status_code == 400
