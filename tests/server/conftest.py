@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from server_helpers import API_KEY, live_server
+from server_helpers import API_KEY, LiveServer, live_server
 
 from crossencoder import CrossEncoder
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 from transformers import BatchEncoding
 
@@ -27,6 +25,7 @@ from crossencoder.model.activation import (
     stored_activation_path,
 )
 from crossencoder.model.batching import pad_batch, token_budget_batches
+from crossencoder.model.ranking import best_first
 from crossencoder.model.inputs import is_single_pair, validate_documents, validate_pairs
 from crossencoder.model.windows import AGGREGATIONS, Aggregation, aggregate, split_into_windows
 from crossencoder.model.loading import (
@@ -471,8 +470,7 @@ class CrossEncoder:
                 results[-1]["window_span"] = windows.spans[first_window[i] + best[i]]
             if return_documents:
                 results[-1]["text"] = docs[i]
-        results.sort(key=lambda r: -r["score"] if not math.isnan(r["score"]) else math.inf)
-        return results[:top_k]
+        return [results[i] for i in best_first([r["score"] for r in results])][:top_k]
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str | os.PathLike, safe_serialization: bool = True) -> None:

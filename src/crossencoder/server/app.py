@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crossencoder import __version__
+from crossencoder.model.ranking import best_first
 from crossencoder.server.batcher import MicroBatcher, QueueFullError, ShuttingDownError
 from crossencoder.server.metrics import Metrics
 from crossencoder.server.middleware import (
@@ -158,8 +158,7 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
         check_limits([query, *texts], len(texts), "documents")
         scores = activate(await logits_for([(query, text) for text in texts]), raw)[:, 0].tolist()
         # Best first; equal scores keep input order and NaN goes last, exactly like CrossEncoder.rank().
-        order = sorted(range(len(scores)), key=lambda i: -scores[i] if not math.isnan(scores[i]) else math.inf)
-        return [(i, scores[i]) for i in order]
+        return [(i, scores[i]) for i in best_first(scores)]
 
     # ------------------------------------------------------------------ scoring endpoints
     @app.post("/rerank", response_model=list[TEIRerankResult], response_model_exclude_none=True,
