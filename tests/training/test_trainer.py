@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from crossencoder import CrossEncoder
 from crossencoder.training import Trainer, TrainingArguments
-from crossencoder.training.checkpoint import atomic_dir, list_checkpoints, recover_dir
+from crossencoder.training.checkpoint import list_checkpoints
 
 DATA = [
     ("cats purr", "a cat purrs", 1.0), ("cats purr", "stocks fell", 0.0), ("dogs bark", "a dog barks", 1.0),
@@ -145,22 +145,6 @@ def test_bad_data_and_settings_fail_before_training(tiny_model_dir, tmp_path):
         Trainer(model, DATA, loss="bce", evaluator=lambda m: {"acc": 1.0},
                 args=args(tmp_path, metric_for_best_model="f1", max_steps=1)).train()
     assert not list_checkpoints(tmp_path)
-
-
-def test_atomic_dir_keeps_old_content_on_failure_and_recovers_a_half_swap(tmp_path):
-    target = tmp_path / "best-model"
-    with atomic_dir(target) as tmp:
-        (tmp / "weights").write_text("v1")
-    with pytest.raises(RuntimeError):
-        with atomic_dir(target) as tmp:
-            (tmp / "weights").write_text("v2-partial")
-            raise RuntimeError("killed mid-save")
-    assert (target / "weights").read_text() == "v1"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best-model"]  # no temporary folder left
-    # A kill between the two renames leaves only "<target>.old": the next writer restores it first.
-    target.rename(tmp_path / "best-model.old")
-    recover_dir(target)
-    assert (target / "weights").read_text() == "v1"
 
 
 def test_checkpoint_without_state_file_is_ignored(tiny_model_dir, tmp_path):

@@ -271,7 +271,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     from crossencoder.training.calibration import calibrate, save_calibration
-    from crossencoder.training.checkpoint import atomic_dir
+    from crossencoder.files import atomic_dir
 
     examples = _load_data(args.file, header=args.header)
     model = load_model(args)

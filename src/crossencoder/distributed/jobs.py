@@ -27,10 +27,10 @@ from crossencoder.distributed.shards import (
     is_done,
     plan_shards,
     read_marker,
-    write_atomic,
 )
 from crossencoder.distributed.workers import RankWorker, ScoreWorker
 from crossencoder.errors import CrossEncoderError
+from crossencoder.files import write_atomic
 
 if TYPE_CHECKING:
     from crossencoder import CrossEncoder

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crossencoder.distributed.errors import JobInputError
+from crossencoder.files import write_atomic
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -209,19 +209,6 @@ def read_marker(output_dir: Path, shard: Shard) -> dict[str, Any]:
 
 def _marker_path(output_dir: Path, shard: Shard) -> Path:
     return output_dir / MARKERS / f"{shard.name}.json"
-
-
-def write_atomic(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename the result to ``path``, so ``path`` is complete or absent.
-
-    The temporary name is unique per call, so a restarted worker never collides with a dead one's leftovers.
-    """
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_shard_output(output_dir: Path, shard: Shard, table: pa.Table, marker: dict[str, Any]) -> None:

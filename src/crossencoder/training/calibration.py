@@ -19,6 +19,7 @@ import torch
 from crossencoder.evaluation.metrics import expected_calibration_error
 from crossencoder.evaluation.samples import to_labelled_pair
 from crossencoder.model.cross_encoder import CONFIG_KEY
+from crossencoder.files import write_text_atomic
 
 if TYPE_CHECKING:
     from crossencoder import CrossEncoder
@@ -166,10 +167,5 @@ def save_calibration(model_dir: str | os.PathLike, calibration: dict[str, Any]) 
         raise FileNotFoundError(f"{path} does not exist: pass a model folder.")
     config = json.loads(path.read_text(encoding="utf-8"))
     config.setdefault(CONFIG_KEY, {})["calibration"] = calibration
-    tmp = path.with_name(f".config.json.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
     return path

@@ -1,4 +1,4 @@
-"""Atomic folder writes and trainer checkpoints (model, optimizer, scheduler, RNG, step) that survive a kill."""
+"""Trainer checkpoints (model, optimizer, scheduler, RNG, step) that survive a kill."""
 
 from __future__ import annotations
 
@@ -6,10 +6,6 @@ import json
 import os
 import random
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,45 +13,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
+from crossencoder.files import atomic_dir
+
 STATE_FILE = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-@contextmanager
-def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
-    """Write a folder atomically: yield a temporary sibling folder, then swap it into place.
-
-    A failure inside the block (or a kill) leaves ``target`` as it was: the new content only appears once it is
-    complete. When ``target`` already exists it is moved aside to ``<target>.old`` for the instant between two
-    renames; :func:`recover_dir` puts it back if the process died right there.
-
-    Example:
-        >>> with atomic_dir("out/best-model") as tmp:
-        ...     model.save(tmp)
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    recover_dir(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = target.with_name(target.name + ".old")
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def recover_dir(target: str | os.PathLike) -> None:
-    """Undo a swap that :func:`atomic_dir` did not finish: restore ``<target>.old`` if ``target`` is missing."""
-    target = Path(target)
-    old = target.with_name(target.name + ".old")
-    if old.exists() and not target.exists():
-        os.replace(old, target)
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:

@@ -21,14 +21,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from crossencoder.training.checkpoint import (
-    STATE_FILE,
-    atomic_dir,
-    list_checkpoints,
-    load_checkpoint,
-    recover_dir,
-    save_checkpoint,
-)
+from crossencoder.files import atomic_dir, recover_dir
+from crossencoder.training.checkpoint import STATE_FILE, list_checkpoints, load_checkpoint, save_checkpoint
 from crossencoder.training.losses import Loss, get_loss
 from crossencoder.training.model_card import render_model_card
 

@@ -1,0 +1,43 @@
+"""Atomic writes: a failed write leaves the old content (or nothing), never a partial file."""
+
+import hashlib
+
+import pytest
+
+from crossencoder.files import atomic_dir, file_sha256, recover_dir, write_atomic, write_text_atomic
+
+
+def test_write_atomic_leaves_old_file_and_no_temporary_on_failure(tmp_path):
+    path = tmp_path / "manifest.json"
+    write_text_atomic(path, "v1")
+
+    def crash(tmp):
+        tmp.write_text("v2-partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        write_atomic(path, crash)
+    assert path.read_text() == "v1"
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+
+
+def test_file_sha256_matches_hashlib_across_blocks(tmp_path):
+    data = bytes(range(256)) * 5000  # > 1 MiB: several read blocks
+    (tmp_path / "f").write_bytes(data)
+    assert file_sha256(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+
+
+def test_atomic_dir_keeps_old_content_on_failure_and_recovers_a_half_swap(tmp_path):
+    target = tmp_path / "best-model"
+    with atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("v1")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "weights").write_text("v2-partial")
+            raise RuntimeError("killed mid-save")
+    assert (target / "weights").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best-model"]  # no temporary folder left
+    # A kill between the two renames leaves only "<target>.old": the next writer restores it first.
+    target.rename(tmp_path / "best-model.old")
+    recover_dir(target)
+    assert (target / "weights").read_text() == "v1"
