@@ -1,0 +1,185 @@
+"""``crossencoder index``, ``search``, ``mine`` and ``beir``: retrieve and re-rank over your own corpus."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from crossencoder.cli.common import InputError
+
+METHOD_CHOICES = ["bm25", "dense", "hybrid"]
+
+
+def _add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("re-ranking")
+    group.add_argument("--rerank-model", help="cross-encoder folder, Hub id or catalog name; re-rank the candidates")
+    group.add_argument("--candidates", type=int, default=100,
+                       help="hits taken from each first-stage retriever and handed to the re-ranker (default 100)")
+    group.add_argument("--batch-size", type=int, default=32, help="pairs per cross-encoder batch (default 32)")
+    group.add_argument("--max-length", type=int, help="cross-encoder tokens per pair (default: the model's)")
+    group.add_argument("--long-documents", choices=["max", "mean", "first"],
+                       help="score passages longer than the window in overlapping windows (default: truncate)")
+    group.add_argument("--device", help="cpu, cuda, mps (default: best available)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    index = subparsers.add_parser(
+        "index", help="build a search index of a JSONL corpus",
+        description="Embed a corpus (JSONL with _id, title, text) and write a FAISS + BM25 + SQLite index folder. "
+                    "A killed build resumes where it stopped when run again.",
+        epilog="example: crossencoder index corpus.jsonl --out my-index",
+    )
+    index.add_argument("corpus", help="JSONL corpus (BEIR format: _id, title, text)")
+    index.add_argument("--out", "-o", required=True, help="index folder to create")
+    index.add_argument("--bi-encoder", help="embedding model folder or Hub id (default: all-MiniLM-L6-v2)")
+    index.add_argument("--index-type", choices=["flat", "hnsw"], default="flat",
+                       help="flat: exact search (default); hnsw: approximate, for large corpora")
+    index.add_argument("--batch-size", type=int, default=64, help="texts per embedding batch (default 64)")
+    index.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
+    index.add_argument("--device", help="cpu, cuda, mps (default: best available)")
+    index.set_defaults(func=run_index)
+
+    search = subparsers.add_parser(
+        "search", help="search an index, optionally re-ranking with a cross-encoder",
+        description="Retrieve candidates with BM25, dense or hybrid (reciprocal-rank fusion) search and print the "
+                    "best TOP_K (score<TAB>id<TAB>text, or JSON lines with the score of every stage).",
+        epilog='example: crossencoder search my-index "how many people live in berlin" '
+               "--rerank-model ms-marco-MiniLM-L6-v2 --top-k 5",
+    )
+    search.add_argument("index", help="index folder made by `crossencoder index`")
+    search.add_argument("query", help="the query")
+    search.add_argument("--method", choices=METHOD_CHOICES, default="hybrid", help="first stage (default hybrid)")
+    search.add_argument("--top-k", "-k", type=int, default=10, help="hits to print (default 10)")
+    search.add_argument("--json", action="store_true", help="one JSON object per hit: rank, id, title, text, scores")
+    _add_rerank_arguments(search)
+    search.set_defaults(func=run_search)
+
+    mine = subparsers.add_parser(
+        "mine", help="make re-ranker training pairs: judged passages + hard negatives from an index",
+        description="Write (query, passage, label) JSONL for `crossencoder train --loss bce`: every judged passage "
+                    "with label relevance / max relevance, plus the best-ranked unjudged passages as negatives.",
+        epilog="example: crossencoder mine my-index --queries queries.jsonl --qrels qrels/train.tsv --out train.jsonl",
+    )
+    mine.add_argument("index", help="index folder of the corpus the judgments refer to")
+    mine.add_argument("--queries", required=True, help="queries JSONL (_id, text)")
+    mine.add_argument("--qrels", required=True, help="judgments TSV: query-id, corpus-id, score")
+    mine.add_argument("--out", "-o", required=True, help="JSONL file to write")
+    mine.add_argument("--method", choices=METHOD_CHOICES, default="hybrid", help="retriever proposing negatives")
+    mine.add_argument("--num-negatives", type=int, default=10, help="negatives per query (default 10)")
+    mine.add_argument("--skip-top", type=int, default=0, help="skip the first N unjudged hits (likely positives)")
+    mine.add_argument("--candidates", type=int, default=100, help="retrieval depth (default 100)")
+    mine.set_defaults(func=run_mine)
+
+    beir = subparsers.add_parser(
+        "beir", help="evaluate retrieval and re-ranking on a BEIR folder",
+        description="NDCG@10, MRR@10 and Recall@100 of BM25, dense, hybrid and (with --rerank-model) each followed "
+                    "by re-ranking, on DATA_DIR/corpus.jsonl, queries.jsonl and qrels/SPLIT.tsv.",
+        epilog="example: crossencoder beir ./scifact --split test --rerank-model ms-marco-MiniLM-L6-v2",
+    )
+    beir.add_argument("data_dir", help="BEIR folder")
+    beir.add_argument("--split", default="test", help="qrels/<split>.tsv to evaluate (default test)")
+    beir.add_argument("--index", help="index folder of the corpus: reused if present, else built there "
+                                      "(default: a temporary index, deleted afterwards)")
+    beir.add_argument("--bi-encoder", help="embedding model when building the index (default: all-MiniLM-L6-v2)")
+    beir.add_argument("--json", action="store_true", help="print the table as JSON")
+    _add_rerank_arguments(beir)
+    beir.set_defaults(func=run_beir)
+
+
+def _bi_encoder(name: str | None, device: str | None):
+    from crossencoder.retrieval import BiEncoder
+
+    return BiEncoder(name, device=device)
+
+
+def _reranker(args: argparse.Namespace):
+    from crossencoder import CrossEncoder
+
+    if args.rerank_model is None:
+        if args.long_documents:
+            raise InputError("--long-documents needs --rerank-model.")
+        return None
+    return CrossEncoder(args.rerank_model, max_length=args.max_length, device=args.device)
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if value < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {value}.")
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from crossencoder.retrieval import build_index
+
+    _check_positive(batch_size=args.batch_size)
+    index = build_index(args.corpus, args.out, bi_encoder=_bi_encoder(args.bi_encoder, args.device),
+                        index_type=args.index_type, batch_size=args.batch_size, overwrite=args.overwrite)
+    print(f"indexed {index.count} documents into {args.out}", file=sys.stderr)
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from crossencoder.retrieval import Index, search
+
+    _check_positive(top_k=args.top_k, candidates=args.candidates, batch_size=args.batch_size)
+    if not args.query.strip():
+        raise InputError("The query is empty.")
+    index = Index.open(args.index, verify=False)
+    hits = search(index, args.query, method=args.method, top_k=args.top_k, candidates=args.candidates,
+                  reranker=_reranker(args), batch_size=args.batch_size, long_documents=args.long_documents)
+    out = sys.stdout
+    for rank, hit in enumerate(hits, start=1):
+        if args.json:
+            out.write(json.dumps({"rank": rank, **hit.to_dict()}, ensure_ascii=False) + "\n")
+        else:
+            out.write(f"{hit.score:.6f}\t{hit.id}\t{' '.join(hit.content.split())}\n")
+    return 0
+
+
+def run_mine(args: argparse.Namespace) -> int:
+    from crossencoder.retrieval import Index, mine_training_pairs, read_qrels, read_queries
+
+    _check_positive(candidates=args.candidates)
+    index = Index.open(args.index, verify=False)
+    pairs = mine_training_pairs(index, read_queries(args.queries), read_qrels(args.qrels), method=args.method,
+                                num_negatives=args.num_negatives, skip_top=args.skip_top, candidates=args.candidates)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for query, passage, label in pairs:
+            f.write(json.dumps({"query": query, "passage": passage, "label": label}, ensure_ascii=False) + "\n")
+    os.replace(tmp, out)
+    print(f"wrote {len(pairs)} pairs to {out}", file=sys.stderr)
+    return 0
+
+
+def run_beir(args: argparse.Namespace) -> int:
+    from crossencoder.retrieval import Index, build_index, evaluate, format_table, load_beir
+    from crossencoder.retrieval.index import file_sha256
+
+    _check_positive(candidates=args.candidates, batch_size=args.batch_size)
+    data = load_beir(args.data_dir, args.split)
+    reranker = _reranker(args)
+    with tempfile.TemporaryDirectory(prefix="crossencoder-beir-") as scratch:
+        folder = Path(args.index) if args.index else Path(scratch) / "index"
+        if folder.exists():
+            index = Index.open(folder)
+            if index.manifest["corpus"]["sha256"] != file_sha256(data.corpus_path):
+                index.close()
+                raise InputError(f"{folder} was built from another corpus than {data.corpus_path}.")
+        else:
+            index = build_index(data.corpus_path, folder, bi_encoder=_bi_encoder(args.bi_encoder, args.device))
+        with index:
+            table = evaluate(index, data.queries, data.qrels, reranker=reranker, candidates=args.candidates,
+                             batch_size=args.batch_size, long_documents=args.long_documents)
+    if args.json:
+        print(json.dumps(table, indent=2))
+    else:
+        print(f"{args.data_dir} ({args.split}: {len(data.queries)} queries)")
+        print(format_table(table))
+    return 0

@@ -1,0 +1,170 @@
+"""BEIR-style evaluation: NDCG@10 (graded), MRR@10 and Recall@100 of BM25, dense, hybrid and each + re-ranking."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from crossencoder.cli.common import InputError, parse_json_line, pick_text, read_lines
+from crossencoder.evaluation.metrics import ranking_metrics
+from crossencoder.model.windows import Aggregation
+from crossencoder.retrieval.index import Index
+from crossencoder.retrieval.pipeline import METHODS, search_many
+
+if TYPE_CHECKING:
+    from crossencoder.model.cross_encoder import CrossEncoder
+
+METRICS = ("ndcg@10", "mrr@10", "recall@100")
+Qrels = dict[str, dict[str, int]]
+
+
+@dataclass
+class BeirDataset:
+    """A BEIR folder: ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``.
+
+    Attributes:
+        corpus_path: Path of ``corpus.jsonl`` (index it with :func:`~crossencoder.retrieval.build_index`).
+        queries: ``{query_id: text}`` of the judged queries of the split.
+        qrels: ``{query_id: {doc_id: relevance}}``.
+    """
+
+    corpus_path: Path
+    queries: dict[str, str]
+    qrels: Qrels
+
+
+def read_qrels(path: str | os.PathLike) -> Qrels:
+    """Read a BEIR qrels TSV (``query-id``, ``corpus-id``, ``score``; a header line is optional).
+
+    Raises:
+        InputError: missing file, a short row or a non-integer score (names file and line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such qrels file.")
+    qrels: Qrels = {}
+    with open(path, encoding="utf-8", newline="") as f:
+        for lineno, row in enumerate(csv.reader(f, delimiter="\t"), start=1):
+            if not row or (lineno == 1 and row[0].strip().lower() in ("query-id", "query_id", "qid")):
+                continue
+            if len(row) < 3:
+                raise InputError(f"{path}:{lineno}: expected query-id, corpus-id and score separated by tabs.")
+            try:
+                score = int(float(row[2]))
+            except ValueError:
+                raise InputError(f"{path}:{lineno}: score {row[2]!r} is not a number.") from None
+            qrels.setdefault(row[0].strip(), {})[row[1].strip()] = score
+    if not qrels:
+        raise InputError(f"{path}: no judgments.")
+    return qrels
+
+
+def read_queries(path: str | os.PathLike) -> dict[str, str]:
+    """Read a BEIR queries JSONL (``_id``, ``text``) into ``{query_id: text}``.
+
+    Raises:
+        InputError: missing file, bad line, missing field or repeated id (names file and line).
+    """
+    name = os.fspath(path)
+    queries: dict[str, str] = {}
+    for lineno, line in read_lines(name):
+        obj = parse_json_line(name, lineno, line)
+        if "_id" not in obj:
+            raise InputError(f"{name}:{lineno}: missing field '_id'.")
+        query_id = str(obj["_id"])
+        if query_id in queries:
+            raise InputError(f"{name}:{lineno}: duplicate query id {query_id!r}.")
+        queries[query_id] = pick_text(obj, ("text",), name, lineno)
+    if not queries:
+        raise InputError(f"{name}: no queries.")
+    return queries
+
+
+def load_beir(data_dir: str | os.PathLike, split: str = "test") -> BeirDataset:
+    """Load a BEIR folder's queries and judgments for ``split`` (queries without judgments are dropped).
+
+    Raises:
+        InputError: a missing file, bad lines (file and line named), or judged queries absent from queries.jsonl.
+
+    Example:
+        >>> data = load_beir("msmarco-sample", split="dev")
+        >>> len(data.queries)
+        40
+    """
+    root = Path(data_dir)
+    corpus = root / "corpus.jsonl"
+    if not corpus.is_file():
+        raise InputError(f"{corpus}: no such file; a BEIR folder holds corpus.jsonl, queries.jsonl, qrels/.")
+    qrels = read_qrels(root / "qrels" / f"{split}.tsv")
+    queries_file = str(root / "queries.jsonl")
+    queries = read_queries(queries_file)
+    missing = sorted(set(qrels) - set(queries))
+    if missing:
+        raise InputError(f"{queries_file}: {len(missing)} judged queries are missing, e.g. {missing[0]!r}.")
+    return BeirDataset(corpus, {q: queries[q] for q in qrels}, qrels)
+
+
+def evaluate(
+    index: Index,
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, int]],
+    methods: Sequence[str] = METHODS,
+    reranker: CrossEncoder | None = None,
+    rerank_methods: Sequence[str] | None = None,
+    candidates: int = 100,
+    batch_size: int = 32,
+    long_documents: Aggregation | None = None,
+    show_progress_bar: bool | None = None,
+) -> dict[str, dict[str, float]]:
+    """NDCG@10, MRR@10 and Recall@100 of each retrieval method, and of each followed by re-ranking.
+
+    Args:
+        index: Index of the corpus the judgments refer to.
+        queries: ``{query_id: text}``.
+        qrels: ``{query_id: {doc_id: relevance}}`` (graded; > 0 is relevant).
+        methods: First stages to evaluate.
+        reranker: Adds a ``"<method> + rerank"`` row per method (re-ranks that method's ``candidates``).
+        rerank_methods: The methods that get a re-rank row (default: all of ``methods``).
+        candidates: First-stage depth (at least 100 so Recall@100 is meaningful).
+        batch_size, long_documents: Re-ranking options (see :func:`~crossencoder.retrieval.search`).
+        show_progress_bar: Progress bar over queries while re-ranking.
+
+    Returns:
+        ``{row name: {"ndcg@10", "mrr@10", "recall@100"}}`` in table order.
+
+    Example:
+        >>> evaluate(index, data.queries, data.qrels)["hybrid"]["ndcg@10"]
+        0.61
+    """
+    # Only the evaluated queries' judgments count: a judged query outside ``queries`` would score 0.
+    ids = [q for q in queries if q in qrels]
+    if not ids:
+        raise ValueError("None of the queries has judgments.")
+    qrels = {q: qrels[q] for q in ids}
+    texts = [queries[q] for q in ids]
+    table: dict[str, dict[str, float]] = {}
+    stages: list[tuple[str, str, CrossEncoder | None]] = [(m, m, None) for m in methods]
+    if reranker is not None:
+        reranked = methods if rerank_methods is None else rerank_methods
+        stages += [(f"{m} + rerank", m, reranker) for m in reranked]
+    for name, method, model in stages:
+        results = search_many(index, texts, method, top_k=candidates, candidates=candidates, reranker=model,
+                              batch_size=batch_size, long_documents=long_documents,
+                              show_progress_bar=show_progress_bar)
+        run = {q: {hit.id: hit.score for hit in hits} for q, hits in zip(ids, results)}
+        values = ranking_metrics(qrels, run, k=10, recall_at=(100,))
+        table[name] = {metric: values[metric] for metric in METRICS}
+    return table
+
+
+def format_table(table: Mapping[str, Mapping[str, float]]) -> str:
+    """A markdown table of :func:`evaluate`'s result (metrics as percentages)."""
+    lines = ["| method | " + " | ".join(m.upper() for m in METRICS) + " |",
+             "|---|" + "---:|" * len(METRICS)]
+    for name, values in table.items():
+        lines.append(f"| {name} | " + " | ".join(f"{100 * values[m]:.1f}" for m in METRICS) + " |")
+    return "\n".join(lines)

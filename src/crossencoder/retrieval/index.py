@@ -1,0 +1,346 @@
+"""A persistent on-disk search index: FAISS vectors, a bm25s index and the texts in SQLite, checked by a manifest.
+
+Layout of an index folder::
+
+    manifest.json   format version, bi-encoder, dimensions, count, and the size + sha256 of every other file
+    dense.faiss     faiss IndexFlatIP (exact inner product; default) or IndexHNSWFlat (approximate)
+    bm25/           bm25s index (English stop words removed, no stemming)
+    docs.sqlite     table docs(pos, id, title, text); ``pos`` is the row of the document in both indexes
+
+The folder appears only when complete (built in a temporary sibling and renamed into place), and the manifest is
+written last, so a folder without a valid manifest is never used. Embedding, the slow part, is saved chunk by chunk
+under ``.<name>.partial/`` next to the output, so a killed build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from crossencoder.errors import CrossEncoderError
+from crossencoder.retrieval.bi_encoder import BiEncoder
+from crossencoder.retrieval.corpus import Document, read_corpus
+from crossencoder.training.checkpoint import atomic_dir
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DENSE_FILE = "dense.faiss"
+BM25_DIR = "bm25"
+DOCS_FILE = "docs.sqlite"
+BUILD_STATE = "build.json"
+IndexType = Literal["flat", "hnsw"]
+# (row in the index, score) pairs, best first.
+Hits = list[tuple[int, float]]
+
+
+class IndexFolderError(CrossEncoderError, ValueError):
+    """A missing, half-written or corrupt index folder, or a bad build request."""
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _bm25_tokenize(texts: Sequence[str], ids: bool) -> Any:
+    import bm25s
+
+    return bm25s.tokenize(list(texts), stopwords="en", return_ids=ids, show_progress=False)
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _encoder_identity(encoder: BiEncoder) -> dict[str, Any]:
+    name = encoder.model_name_or_path
+    return {
+        "model": os.path.abspath(name) if os.path.isdir(name) else name,
+        "pooling": encoder.pooling,
+        "max_length": encoder.max_length,
+        "dimensions": encoder.dimension,
+    }
+
+
+def _embed_resumable(
+    documents: Sequence[Document],
+    encoder: BiEncoder,
+    cache: Path,
+    key: dict[str, Any],
+    chunk_size: int,
+    batch_size: int,
+    show_progress_bar: bool | None,
+) -> np.ndarray:
+    """Embed the corpus chunk by chunk into ``cache``; chunks already there from an interrupted build are reused."""
+    state_file = cache / BUILD_STATE
+    if state_file.is_file():
+        try:
+            previous = json.loads(state_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            previous = None
+        if previous != key:
+            logger.info("Discarding the partial build in %s: corpus or settings changed.", cache)
+            shutil.rmtree(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(state_file, key)
+    starts = range(0, len(documents), chunk_size)
+    chunks: list[np.ndarray] = []
+    done = 0
+    with tqdm(total=len(documents), desc="Embedding corpus", unit="doc",
+              disable=None if show_progress_bar is None else not show_progress_bar) as bar:
+        for number, start in enumerate(starts):
+            path = cache / f"chunk-{number:05d}.npy"
+            if path.is_file():
+                chunk = np.load(path)
+                done += 1
+            else:
+                texts = [d.content for d in documents[start:start + chunk_size]]
+                chunk = encoder.encode(texts, batch_size=batch_size, show_progress_bar=False, normalize=True)
+                tmp = path.with_name(path.name + ".tmp")
+                with open(tmp, "wb") as f:
+                    np.save(f, chunk)
+                os.replace(tmp, path)
+            chunks.append(chunk)
+            bar.update(len(chunk))
+    if done:
+        logger.info("Resumed: %d of %d embedding chunks came from the interrupted build.", done, len(starts))
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def _write_docs(path: Path, documents: Sequence[Document]) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE docs (pos INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, title TEXT, text TEXT)")
+        db.executemany("INSERT INTO docs VALUES (?, ?, ?, ?)",
+                       ((i, d.id, d.title, d.text) for i, d in enumerate(documents)))
+    db.close()
+
+
+def build_index(
+    corpus_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    bi_encoder: BiEncoder | None = None,
+    index_type: IndexType = "flat",
+    hnsw_m: int = 32,
+    batch_size: int = 64,
+    chunk_size: int = 1024,
+    overwrite: bool = False,
+    show_progress_bar: bool | None = None,
+) -> Index:
+    """Build a search index of a JSONL corpus into ``out_dir``.
+
+    Args:
+        corpus_path: BEIR-style JSONL (``_id``, ``title``, ``text``); validated completely before any work.
+        out_dir: Index folder to create.
+        bi_encoder: Embeds the documents (default: :class:`BiEncoder` with all-MiniLM-L6-v2).
+        index_type: ``"flat"`` (exact inner-product search) or ``"hnsw"`` (approximate, faster on large corpora).
+        hnsw_m: Graph degree of the HNSW index.
+        batch_size: Texts per embedding batch.
+        chunk_size: Documents per saved embedding chunk (the unit of resumption).
+        overwrite: Replace an existing folder at ``out_dir``.
+        show_progress_bar: Progress bar while embedding; None shows it on a terminal.
+
+    Returns:
+        The opened :class:`Index`.
+
+    Raises:
+        InputError: bad corpus (names file and line).
+        IndexFolderError: ``out_dir`` exists and ``overwrite`` is False, or a bad ``index_type``.
+
+    Example:
+        >>> index = build_index("corpus.jsonl", "my-index")
+        >>> index.count
+        5000
+    """
+    import bm25s
+    import faiss
+
+    if index_type not in ("flat", "hnsw"):
+        raise IndexFolderError(f"index_type must be 'flat' or 'hnsw', got {index_type!r}.")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise IndexFolderError(f"{out} already exists and is not empty; choose another folder or overwrite it.")
+    documents = read_corpus(corpus_path)
+    encoder = bi_encoder or BiEncoder()
+    identity = _encoder_identity(encoder)
+    corpus_sha = file_sha256(Path(corpus_path))
+    cache = out.with_name(f".{out.name}.partial")
+    key = {**identity, "corpus_sha256": corpus_sha, "chunk_size": chunk_size}
+    vectors = _embed_resumable(documents, encoder, cache, key, chunk_size, batch_size, show_progress_bar)
+
+    with atomic_dir(out) as tmp:
+        if index_type == "flat":
+            dense = faiss.IndexFlatIP(encoder.dimension)
+        else:
+            dense = faiss.IndexHNSWFlat(encoder.dimension, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        dense.add(vectors)
+        faiss.write_index(dense, str(tmp / DENSE_FILE))
+        # bm25s sets its own logger to DEBUG, which would print build chatter on every command line.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
+        bm25 = bm25s.BM25()
+        bm25.index(_bm25_tokenize([d.content for d in documents], ids=True), show_progress=False)
+        bm25.save(str(tmp / BM25_DIR), show_progress=False)
+        _write_docs(tmp / DOCS_FILE, documents)
+        files = {
+            str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
+            for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "bi_encoder": identity,
+            "count": len(documents),
+            "index_type": index_type,
+            "bm25": {"library": "bm25s", "version": bm25s.__version__, "stopwords": "en", "stemmer": None},
+            "corpus": {"path": os.path.abspath(corpus_path), "sha256": corpus_sha},
+            "files": files,
+        }
+        # Written last: its presence means every file above is complete.
+        _write_json_atomic(tmp / MANIFEST, manifest)
+    shutil.rmtree(cache, ignore_errors=True)
+    return Index.open(out, bi_encoder=encoder)
+
+
+class Index:
+    """An opened index folder (see the module docstring); use :meth:`open` or :func:`build_index`.
+
+    Attributes:
+        path: The folder.
+        manifest: The parsed ``manifest.json``.
+        count: Number of documents.
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any], dense: Any, bm25: Any, db: sqlite3.Connection,
+                 bi_encoder: BiEncoder | None) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.count = int(manifest["count"])
+        self._dense = dense
+        self._bm25 = bm25
+        self._db = db
+        self._bi_encoder = bi_encoder
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, bi_encoder: BiEncoder | None = None, verify: bool = True) -> Index:
+        """Open an index folder after checking it against its manifest.
+
+        Args:
+            path: The index folder.
+            bi_encoder: Embeds queries; default: the model named in the manifest (loaded on first dense search).
+            verify: Check every file's sha256 (sizes are always checked).
+
+        Raises:
+            IndexFolderError: the folder is missing, has no manifest (half-written), a different format version, or a
+                file that is missing, truncated or altered; or ``bi_encoder`` does not match the index.
+        """
+        import bm25s
+        import faiss
+
+        folder = Path(path)
+        if not folder.is_dir():
+            raise IndexFolderError(f"{folder}: no such index folder (build one with `crossencoder index`).")
+        manifest_path = folder / MANIFEST
+        if not manifest_path.is_file():
+            raise IndexFolderError(f"{folder}: no {MANIFEST}; not an index, or a half-written one. Rebuild it.")
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            files = manifest["files"]
+            version = manifest["format_version"]
+            expected_dims = manifest["bi_encoder"]["dimensions"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise IndexFolderError(f"{manifest_path}: corrupt manifest ({exc}). Rebuild the index.") from None
+        if version != FORMAT_VERSION:
+            raise IndexFolderError(f"{folder}: index format {version}, this version reads {FORMAT_VERSION}. "
+                                   "Rebuild it.")
+        for name, meta in files.items():
+            file = folder / name
+            if not file.is_file() or file.stat().st_size != meta["size"]:
+                raise IndexFolderError(f"{folder}: {name} is missing or truncated; the index is corrupt. "
+                                       "Rebuild it.")
+            if verify and file_sha256(file) != meta["sha256"]:
+                raise IndexFolderError(f"{folder}: {name} does not match its checksum; the index is corrupt. "
+                                       "Rebuild it.")
+        if bi_encoder is not None and bi_encoder.dimension != expected_dims:
+            raise IndexFolderError(f"{folder}: built with {expected_dims}-dimensional vectors, the given "
+                                   f"bi-encoder makes {bi_encoder.dimension}.")
+        dense = faiss.read_index(str(folder / DENSE_FILE))
+        bm25 = bm25s.BM25.load(str(folder / BM25_DIR), show_progress=False)
+        db = sqlite3.connect(f"{(folder / DOCS_FILE).resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        (rows,) = db.execute("SELECT COUNT(*) FROM docs").fetchone()
+        if dense.ntotal != manifest["count"] or rows != manifest["count"]:
+            raise IndexFolderError(f"{folder}: the parts hold {dense.ntotal} vectors and {rows} texts, the manifest "
+                                   f"says {manifest['count']}. Rebuild it.")
+        return cls(folder, manifest, dense, bm25, db, bi_encoder)
+
+    def __repr__(self) -> str:
+        return f"Index({str(self.path)!r}, count={self.count}, type={self.manifest['index_type']!r})"
+
+    @property
+    def bi_encoder(self) -> BiEncoder:
+        """The query encoder (loaded from the manifest's model on first use)."""
+        if self._bi_encoder is None:
+            spec = self.manifest["bi_encoder"]
+            self._bi_encoder = BiEncoder(spec["model"], max_length=spec["max_length"])
+        return self._bi_encoder
+
+    def documents(self, positions: Sequence[int]) -> list[Document]:
+        """The documents at the given rows, in the given order."""
+        unique = sorted(set(int(p) for p in positions))
+        found: dict[int, Document] = {}
+        for start in range(0, len(unique), 500):  # SQLite caps the number of bound parameters
+            part = unique[start:start + 500]
+            rows = self._db.execute(
+                f"SELECT pos, id, title, text FROM docs WHERE pos IN ({','.join('?' * len(part))})", part)
+            found.update({pos: Document(i, t or "", x or "") for pos, i, t, x in rows})
+        return [found[int(p)] for p in positions]
+
+    def positions(self, ids: Sequence[str]) -> dict[str, int]:
+        """Row of each document id found in the index (unknown ids are left out)."""
+        found: dict[str, int] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            part = unique[start:start + 500]
+            rows = self._db.execute(f"SELECT id, pos FROM docs WHERE id IN ({','.join('?' * len(part))})", part)
+            found.update(dict(rows))
+        return found
+
+    def bm25_search(self, queries: Sequence[str], k: int) -> list[Hits]:
+        """BM25 top-``k`` rows of each query (documents sharing no term with the query are left out)."""
+        k = min(k, self.count)
+        tokens = _bm25_tokenize(queries, ids=False)
+        rows, scores = self._bm25.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+        return [[(int(r), float(s)) for r, s in zip(row, score) if s > 0] for row, score in zip(rows, scores)]
+
+    def dense_search(self, queries: Sequence[str], k: int, batch_size: int = 64) -> list[Hits]:
+        """Inner-product (cosine) top-``k`` rows of each query."""
+        k = min(k, self.count)
+        vectors = self.bi_encoder.encode(list(queries), batch_size=batch_size, show_progress_bar=False)
+        scores, rows = self._dense.search(vectors, k)
+        return [[(int(r), float(s)) for r, s in zip(row, score) if r >= 0] for row, score in zip(rows, scores)]
+
+    def close(self) -> None:
+        """Close the text store."""
+        self._db.close()
+
+    def __enter__(self) -> Index:
+        """Use as ``with Index.open(path) as index:``; the text store closes on exit."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,122 @@
+"""`crossencoder index`, `search`, `mine` and `beir`: outputs and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crossencoder import CrossEncoder
+from crossencoder.cli.main import main
+from crossencoder.retrieval import BiEncoder, Index, search
+
+DOCS = [
+    {"_id": "berlin", "title": "Berlin", "text": "Berlin has a population of 3.5 million inhabitants."},
+    {"_id": "paris", "title": "Paris", "text": "Paris is the capital and largest city of France."},
+    {"_id": "coffee", "title": "", "text": "Coffee is brewed from roasted coffee beans."},
+]
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cli_index(tmp_path_factory, tiny_model_dir):
+    """An index built by the CLI with the tiny model as bi-encoder (fast; scores are arbitrary)."""
+    root = tmp_path_factory.mktemp("cli-index")
+    corpus = write_jsonl(root / "corpus.jsonl", DOCS)
+    assert main(["index", str(corpus), "--out", str(root / "idx"), "--bi-encoder", str(tiny_model_dir)]) == 0
+    return root / "idx"
+
+
+def test_index_builds_a_valid_index(cli_index, tiny_model_dir):
+    index = Index.open(cli_index)
+    assert index.count == 3 and index.manifest["bi_encoder"]["model"] == str(tiny_model_dir)
+
+
+def test_search_text_output(cli_index, capsys):
+    code, out, _ = run(["search", cli_index, "population of Berlin", "--method", "bm25"], capsys)
+    assert code == 0
+    score, doc_id, text = out.splitlines()[0].split("\t")
+    assert doc_id == "berlin" and text == "Berlin " + DOCS[0]["text"] and float(score) > 0
+    assert len(out.splitlines()) == 1  # BM25 leaves out documents without a shared term
+
+
+def test_search_json_with_rerank_matches_the_library(cli_index, tiny_model_dir, capsys):
+    code, out, _ = run(["search", cli_index, "berlin population", "--rerank-model", tiny_model_dir, "--top-k", "2",
+                        "--candidates", "3", "--json"], capsys)
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    expected = search(Index.open(cli_index, bi_encoder=BiEncoder(tiny_model_dir)), "berlin population", top_k=2,
+                      candidates=3, reranker=CrossEncoder(tiny_model_dir))
+    assert [r["id"] for r in rows] == [h.id for h in expected] and [r["rank"] for r in rows] == [1, 2]
+    assert rows[0]["scores"]["rerank"] == pytest.approx(expected[0].score, abs=1e-5)
+    assert {"bm25", "dense", "hybrid", "rerank"} >= set(rows[0]["scores"]) >= {"hybrid", "rerank"}
+
+
+def test_mine_writes_training_pairs(cli_index, tmp_path, capsys):
+    queries = write_jsonl(tmp_path / "q.jsonl", [{"_id": "q1", "text": "berlin population"}])
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\tberlin\t3\n")
+    out_file = tmp_path / "train.jsonl"
+    code, _, err = run(["mine", cli_index, "--queries", queries, "--qrels", qrels, "--out", out_file,
+                        "--num-negatives", "2"], capsys)
+    assert code == 0 and "wrote 3 pairs" in err
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert rows[0] == {"query": "berlin population", "passage": "Berlin " + DOCS[0]["text"], "label": 1.0}
+    assert [r["label"] for r in rows[1:]] == [0.0, 0.0] and not (tmp_path / "train.jsonl.tmp").exists()
+
+
+def test_beir_table_and_json(tmp_path, tiny_model_dir, capsys):
+    write_jsonl(tmp_path / "corpus.jsonl", DOCS)
+    write_jsonl(tmp_path / "queries.jsonl", [{"_id": "q1", "text": "coffee beans"}])
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "qrels" / "dev.tsv").write_text("q1\tcoffee\t1\n")
+    common = ["beir", tmp_path, "--split", "dev", "--bi-encoder", tiny_model_dir, "--index", tmp_path / "idx"]
+    code, out, _ = run([*common, "--rerank-model", tiny_model_dir, "--json"], capsys)
+    assert code == 0
+    table = json.loads(out)
+    assert list(table) == ["bm25", "dense", "hybrid", "bm25 + rerank", "dense + rerank", "hybrid + rerank"]
+    assert table["bm25"] == {"ndcg@10": 1.0, "mrr@10": 1.0, "recall@100": 1.0}
+    assert Index.open(tmp_path / "idx").count == 3  # built once, then reused
+    code, out, _ = run(common, capsys)
+    assert code == 0 and "| bm25 | 100.0 | 100.0 | 100.0 |" in out and "rerank" not in out
+
+
+def test_beir_refuses_an_index_of_another_corpus(tmp_path, cli_index, capsys):
+    write_jsonl(tmp_path / "corpus.jsonl", DOCS[:2])
+    write_jsonl(tmp_path / "queries.jsonl", [{"_id": "q1", "text": "x"}])
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "qrels" / "test.tsv").write_text("q1\tparis\t1\n")
+    code, _, err = run(["beir", tmp_path, "--index", cli_index], capsys)
+    assert code == 1 and "built from another corpus" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["search", "{missing}", "q"], "no such index folder"),
+        (["search", "{index}", "q", "--top-k", "0"], "--top-k must be a positive integer"),
+        (["search", "{index}", "q", "--long-documents", "max"], "--long-documents needs --rerank-model"),
+        (["index", "{bad}", "--out", "{out}"], "bad.jsonl:2: duplicate id 'a'"),
+        (["index", "{empty}", "--out", "{out}"], "the corpus is empty"),
+    ],
+)
+def test_errors_are_one_line(argv, message, cli_index, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n')
+    (tmp_path / "empty.jsonl").write_text("\n")
+    paths = {"missing": tmp_path / "nope", "index": cli_index, "bad": bad, "empty": tmp_path / "empty.jsonl",
+             "out": tmp_path / "out"}
+    code, out, err = run([a.format(**paths) for a in argv], capsys)
+    assert code == 1 and out == ""
+    assert err.startswith("crossencoder: error:") and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()

@@ -1,0 +1,166 @@
+"""Index build / open: layout, resumption, corrupt and half-written folders, bad corpora."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from retrieval_helpers import DOCS, write_jsonl
+
+from crossencoder.cli.common import InputError
+from crossencoder.retrieval import BiEncoder, Index, IndexFolderError, build_index, read_corpus
+from crossencoder.retrieval.index import DENSE_FILE, DOCS_FILE, MANIFEST
+
+
+def test_build_and_open(index_dir, corpus_path, minilm_bi_encoder):
+    index = Index.open(index_dir, bi_encoder=minilm_bi_encoder)
+    manifest = index.manifest
+    assert index.count == len(DOCS) == manifest["count"]
+    assert manifest["bi_encoder"]["dimensions"] == 384 and manifest["index_type"] == "flat"
+    assert {DENSE_FILE, DOCS_FILE} <= set(manifest["files"]) and any(f.startswith("bm25/") for f in manifest["files"])
+    docs = index.documents([3, 0, 3])
+    assert [d.id for d in docs] == ["python", "berlin", "python"]
+    assert docs[1].title == "Berlin" and docs[1].text == DOCS[0]["text"]
+    # Nothing but the index is left next to it (the embedding cache is removed after a build).
+    assert sorted(p.name for p in index_dir.parent.iterdir()) == ["idx"]
+
+
+def test_dense_vectors_are_the_bi_encoder_vectors(index_dir, minilm_bi_encoder):
+    index = Index.open(index_dir, bi_encoder=minilm_bi_encoder)
+    hits = index.dense_search([DOCS[1]["title"] + " " + DOCS[1]["text"]], k=2)[0]
+    assert hits[0][0] == 1 and hits[0][1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_missing_and_half_written_index(tmp_path, index_dir):
+    with pytest.raises(IndexFolderError, match="no such index folder"):
+        Index.open(tmp_path / "nope")
+    half = tmp_path / "half"
+    shutil.copytree(index_dir, half)
+    (half / MANIFEST).unlink()
+    with pytest.raises(IndexFolderError, match="half-written"):
+        Index.open(half)
+
+
+def test_corrupt_files_are_detected(tmp_path, index_dir):
+    truncated = tmp_path / "truncated"
+    shutil.copytree(index_dir, truncated)
+    data = (truncated / DENSE_FILE).read_bytes()
+    (truncated / DENSE_FILE).write_bytes(data[:-10])
+    with pytest.raises(IndexFolderError, match="dense.faiss is missing or truncated"):
+        Index.open(truncated)
+    altered = tmp_path / "altered"
+    shutil.copytree(index_dir, altered)
+    raw = bytearray((altered / DOCS_FILE).read_bytes())
+    raw[-5] ^= 0xFF
+    (altered / DOCS_FILE).write_bytes(bytes(raw))
+    with pytest.raises(IndexFolderError, match="checksum"):
+        Index.open(altered)
+    bad_manifest = tmp_path / "bad-manifest"
+    shutil.copytree(index_dir, bad_manifest)
+    (bad_manifest / MANIFEST).write_text("{not json")
+    with pytest.raises(IndexFolderError, match="corrupt manifest"):
+        Index.open(bad_manifest)
+
+
+def test_existing_output_needs_overwrite(tmp_path, corpus_path, tiny_model_dir):
+    encoder = BiEncoder(tiny_model_dir)
+    out = tmp_path / "idx"
+    build_index(corpus_path, out, bi_encoder=encoder, show_progress_bar=False)
+    with pytest.raises(IndexFolderError, match="already exists"):
+        build_index(corpus_path, out, bi_encoder=encoder, show_progress_bar=False)
+    smaller = write_jsonl(tmp_path / "small.jsonl", DOCS[:2])
+    assert build_index(smaller, out, bi_encoder=encoder, overwrite=True, show_progress_bar=False).count == 2
+    assert Index.open(out).count == 2
+
+
+class _CountingEncoder(BiEncoder):
+    """Counts embedded texts and can fail after a number of calls, like a killed process."""
+
+    def __init__(self, path, fail_after: int | None = None) -> None:
+        super().__init__(path)
+        self.embedded = 0
+        self.fail_after = fail_after
+
+    def encode(self, texts, *args, **kwargs):
+        if self.fail_after is not None and self.fail_after == 0:
+            raise KeyboardInterrupt
+        if self.fail_after is not None:
+            self.fail_after -= 1
+        self.embedded += len(texts)
+        return super().encode(texts, *args, **kwargs)
+
+
+def test_killed_build_resumes_from_saved_chunks(tmp_path, corpus_path, tiny_model_dir):
+    out = tmp_path / "idx"
+    with pytest.raises(KeyboardInterrupt):
+        build_index(corpus_path, out, bi_encoder=_CountingEncoder(tiny_model_dir, fail_after=2), chunk_size=2,
+                    show_progress_bar=False)
+    assert not out.exists()  # never a half-written index at the target
+    assert len(list((tmp_path / ".idx.partial").glob("chunk-*.npy"))) == 2
+    resumed = _CountingEncoder(tiny_model_dir)
+    index = build_index(corpus_path, out, bi_encoder=resumed, chunk_size=2, show_progress_bar=False)
+    assert resumed.embedded == 2  # only the last chunk was embedded again
+    assert not (tmp_path / ".idx.partial").exists()
+    fresh = build_index(corpus_path, tmp_path / "fresh", bi_encoder=BiEncoder(tiny_model_dir), chunk_size=2,
+                        show_progress_bar=False)
+    query = ["Berlin population"]
+    assert index.dense_search(query, 6) == fresh.dense_search(query, 6)
+
+
+def test_changed_corpus_discards_the_partial_build(tmp_path, corpus_path, tiny_model_dir):
+    out = tmp_path / "idx"
+    with pytest.raises(KeyboardInterrupt):
+        build_index(corpus_path, out, bi_encoder=_CountingEncoder(tiny_model_dir, fail_after=1), chunk_size=2,
+                    show_progress_bar=False)
+    other = write_jsonl(tmp_path / "other.jsonl", DOCS[::-1])
+    encoder = _CountingEncoder(tiny_model_dir)
+    index = build_index(other, out, bi_encoder=encoder, chunk_size=2, show_progress_bar=False)
+    assert encoder.embedded == len(DOCS)
+    assert index.documents([0])[0].id == DOCS[-1]["_id"]
+
+
+def test_hnsw_finds_the_same_nearest_neighbour(tmp_path, corpus_path, minilm_bi_encoder):
+    index = build_index(corpus_path, tmp_path / "hnsw", bi_encoder=minilm_bi_encoder, index_type="hnsw",
+                        show_progress_bar=False)
+    assert index.manifest["index_type"] == "hnsw"
+    hits = index.dense_search(["How many people live in the German capital?"], k=3)[0]
+    assert index.documents([hits[0][0]])[0].id == "berlin"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "corpus is empty"),
+        (b'{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n', r":2: duplicate id 'a' \(first seen on line 1\)"),
+        (b'{"_id": "a", "title": "t"}\n', ":1: missing field 'text'"),
+        (b'{"text": "x"}\n', ":1: missing field '_id'"),
+        (b'{"_id": "a", "text": "ok"}\n{"_id": "b", "text": "caf\xe9"}\n', ":2: not valid UTF-8"),
+        (b'{"_id": "a", "text": "ok"}\n\n{"_id": "b", "text": \n', ":3: invalid JSON"),
+        (b'{"_id": "a", "text": "ok", "title": 5}\n', ":1: field 'title' must be a string"),
+        (b'{"_id": "a", "text": "  "}\n', ":1: document 'a' has neither text nor title"),
+    ],
+)
+def test_bad_corpus_lines_name_file_and_line(tmp_path, content, message, tiny_model_dir):
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message) as info:
+        read_corpus(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(InputError):
+        build_index(path, tmp_path / "idx", bi_encoder=BiEncoder(tiny_model_dir))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl"]  # nothing half-written
+
+
+def test_integer_ids_and_missing_title_are_accepted(tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", [{"_id": 7, "text": "seven"}])
+    assert read_corpus(path)[0] == read_corpus(path)[0].__class__("7", "", "seven")
+
+
+def test_vectors_saved_are_normalised(index_dir, minilm_bi_encoder):
+    import faiss
+
+    vectors = faiss.read_index(str(index_dir / DENSE_FILE)).reconstruct_n(0, len(DOCS))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert json.loads((index_dir / MANIFEST).read_text())["format_version"] == 1

@@ -1,0 +1,116 @@
+"""Search: BM25, dense, hybrid fusion, re-ranking with a CrossEncoder, long documents, mining training pairs."""
+
+from __future__ import annotations
+
+import pytest
+from retrieval_helpers import DOCS
+
+from crossencoder import CrossEncoder
+from crossencoder.retrieval import Index, mine_training_pairs, reciprocal_rank_fusion, search, search_many
+
+
+@pytest.fixture(scope="module")
+def index(index_dir, minilm_bi_encoder):
+    return Index.open(index_dir, bi_encoder=minilm_bi_encoder)
+
+
+def test_reciprocal_rank_fusion_values():
+    fused = reciprocal_rank_fusion([[(1, 9.0), (2, 5.0)], [(2, 0.8), (3, 0.7)]], k=60)
+    assert [row for row, _ in fused] == [2, 1, 3]
+    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
+    assert fused[1][1] == pytest.approx(1 / 61) and fused[2][1] == pytest.approx(1 / 62)
+
+
+def test_bm25_finds_term_matches_only(index):
+    hits = search(index, "population of Berlin", method="bm25")
+    assert [h.id for h in hits] == ["berlin"]  # no other document shares a term
+    assert hits[0].title == "Berlin" and hits[0].text == DOCS[0]["text"]
+    assert set(hits[0].scores) == {"bm25"} and hits[0].score == hits[0].scores["bm25"] > 0
+
+
+def test_dense_finds_paraphrases(index):
+    hits = search(index, "How many people live in the German capital?", method="dense", top_k=3)
+    assert hits[0].id == "berlin" and len(hits) == 3
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_hybrid_fuses_both_rankings(index):
+    query = "What pets are domesticated mammals?"
+    bm25 = search(index, query, method="bm25", top_k=6)
+    dense = search(index, query, method="dense", top_k=6)
+    hybrid = search(index, query, method="hybrid", top_k=6)
+    expected = {}
+    for ranking in (bm25, dense):
+        for rank, hit in enumerate(ranking, start=1):
+            expected[hit.id] = expected.get(hit.id, 0.0) + 1 / (60 + rank)
+    assert hybrid[0].id == "cats"
+    for hit in hybrid:
+        assert hit.scores["hybrid"] == pytest.approx(expected[hit.id])
+        assert hit.scores["dense"] == pytest.approx(next(h.score for h in dense if h.id == hit.id))
+    assert "bm25" in hybrid[0].scores
+
+
+def test_rerank_orders_candidates_by_cross_encoder(index, tiny_model_dir):
+    reranker = CrossEncoder(tiny_model_dir)
+    query = "berlin population"
+    first = search(index, query, method="dense", top_k=6, candidates=6)
+    hits = search(index, query, method="dense", top_k=3, candidates=6, reranker=reranker)
+    scores = reranker.predict([(query, h.content) for h in first])
+    expected = [first[i].id for i in sorted(range(6), key=lambda i: -scores[i])[:3]]
+    assert [h.id for h in hits] == expected
+    for hit in hits:
+        assert hit.score == pytest.approx(hit.scores["rerank"]) and "dense" in hit.scores
+
+
+def test_rerank_only_sees_the_candidates(index, tiny_model_dir):
+    hits = search(index, "population of Berlin", method="bm25", top_k=10, candidates=10,
+                  reranker=CrossEncoder(tiny_model_dir))
+    assert [h.id for h in hits] == ["berlin"]
+
+
+def test_long_documents_report_the_best_window(tmp_path, tiny_model_dir, minilm_bi_encoder):
+    from retrieval_helpers import write_jsonl
+
+    from crossencoder.retrieval import build_index
+
+    long_text = "Filler sentence about nothing in particular. " * 60 + "Berlin has 3.5 million inhabitants."
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"_id": "long", "text": long_text}, *DOCS[1:3]])
+    idx = build_index(corpus, tmp_path / "idx", bi_encoder=minilm_bi_encoder, show_progress_bar=False)
+    reranker = CrossEncoder(tiny_model_dir)
+    hits = search(idx, "Berlin inhabitants", method="bm25", reranker=reranker, long_documents="max")
+    expected = reranker.rank("Berlin inhabitants", [long_text], long_documents="max")[0]
+    assert hits[0].id == "long" and hits[0].window == expected["window"]
+    assert hits[0].window_span == expected["window_span"] and hits[0].to_dict()["window_span"]
+    assert "window" not in search(idx, "Berlin inhabitants", method="bm25")[0].to_dict()
+
+
+def test_search_many_matches_single_searches(index):
+    queries = ["coffee beans", "programming language"]
+    many = search_many(index, queries, method="hybrid", top_k=2)
+    assert [[h.id for h in hits] for hits in many] == [[h.id for h in search(index, q, top_k=2)] for q in queries]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"method": "sparse"}, "method must be one of"), ({"top_k": 0}, "positive"), ({"candidates": 0}, "positive"),
+     ({"long_documents": "max"}, "pass a reranker")],
+)
+def test_bad_search_arguments(index, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        search(index, "coffee", **kwargs)
+    with pytest.raises(ValueError, match="non-empty"):
+        search(index, "  ")
+
+
+def test_mine_training_pairs(index):
+    queries = {"q1": "How many people live in the German capital?", "q2": "unjudged query"}
+    qrels = {"q1": {"berlin": 2, "paris": 1, "not-in-index": 1}}
+    pairs = mine_training_pairs(index, queries, qrels, method="dense", num_negatives=2)
+    assert pairs[:2] == [(queries["q1"], "Berlin " + DOCS[0]["text"], 1.0),
+                         (queries["q1"], "Paris " + DOCS[1]["text"], 0.5)]
+    negatives = pairs[2:]
+    assert len(negatives) == 2 and all(label == 0.0 for *_, label in negatives)
+    dense = [h.content for h in search(index, queries["q1"], method="dense", top_k=6)]
+    assert [p for _, p, _ in negatives] == [d for d in dense if not d.startswith(("Berlin", "Paris"))][:2]
+    skipped = mine_training_pairs(index, queries, qrels, method="dense", num_negatives=1, skip_top=1)
+    assert skipped[-1][1] == negatives[1][1]
