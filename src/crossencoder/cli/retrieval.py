@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 from crossencoder.cli.common import InputError
+from crossencoder.files import write_text_atomic
 
 METHOD_CHOICES = ["bm25", "dense", "hybrid"]
 
@@ -149,18 +149,16 @@ def run_mine(args: argparse.Namespace) -> int:
                                 num_negatives=args.num_negatives, skip_top=args.skip_top, candidates=args.candidates)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for query, passage, label in pairs:
-            f.write(json.dumps({"query": query, "passage": passage, "label": label}, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
+    write_text_atomic(out, "".join(
+        json.dumps({"query": query, "passage": passage, "label": label}, ensure_ascii=False) + "\n"
+        for query, passage, label in pairs))
     print(f"wrote {len(pairs)} pairs to {out}", file=sys.stderr)
     return 0
 
 
 def run_beir(args: argparse.Namespace) -> int:
     from crossencoder.retrieval import Index, build_index, evaluate, format_table, load_beir
-    from crossencoder.retrieval.index import file_sha256
+    from crossencoder.files import file_sha256
 
     _check_positive(candidates=args.candidates, batch_size=args.batch_size)
     data = load_beir(args.data_dir, args.split)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from crossencoder.cli.common import InputError, parse_json_line, pick_text, read_lines
+from crossencoder.files import InputError, parse_json_line, pick_text, read_lines
 from crossencoder.evaluation.metrics import ranking_metrics
 from crossencoder.model.windows import Aggregation
 from crossencoder.retrieval.index import Index

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from crossencoder.cli.common import InputError, parse_json_line, read_lines
+from crossencoder.files import InputError, parse_json_line, read_lines
 
 
 def join_title(title: str, text: str) -> str:

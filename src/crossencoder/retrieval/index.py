@@ -14,7 +14,6 @@ under ``.<name>.partial/`` next to the output, so a killed build resumes where i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 from crossencoder.errors import CrossEncoderError
 from crossencoder.retrieval.bi_encoder import BiEncoder
 from crossencoder.retrieval.corpus import Document, read_corpus
-from crossencoder.training.checkpoint import atomic_dir
+from crossencoder.files import atomic_dir, file_sha256, write_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -49,25 +48,19 @@ class IndexFolderError(CrossEncoderError, ValueError):
     """A missing, half-written or corrupt index folder, or a bad build request."""
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _bm25_tokenize(texts: Sequence[str], ids: bool) -> Any:
     import bm25s
 
     return bm25s.tokenize(list(texts), stopwords="en", return_ids=ids, show_progress=False)
 
 
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a temporary name
+        np.save(f, array, allow_pickle=False)
+
+
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def _encoder_identity(encoder: BiEncoder) -> dict[str, Any]:
@@ -114,10 +107,7 @@ def _embed_resumable(
             else:
                 texts = [d.content for d in documents[start:start + chunk_size]]
                 chunk = encoder.encode(texts, batch_size=batch_size, show_progress_bar=False, normalize=True)
-                tmp = path.with_name(path.name + ".tmp")
-                with open(tmp, "wb") as f:
-                    np.save(f, chunk)
-                os.replace(tmp, path)
+                write_atomic(path, lambda tmp, chunk=chunk: _save_npy(tmp, chunk))
             chunks.append(chunk)
             bar.update(len(chunk))
     if done:
