@@ -11,7 +11,7 @@ import sys
 from crossencoder import __version__
 
 # Command modules under crossencoder.cli; heavy imports happen inside their handlers, so --help stays fast.
-COMMAND_MODULES = ["predict"]
+COMMAND_MODULES = ["predict", "serve", "train", "bench", "retrieval"]
 
 EXAMPLES = """\
 examples:

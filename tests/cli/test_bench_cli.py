@@ -1,0 +1,75 @@
+"""`crossencoder bench`: one row per backend with sane numbers, JSON output, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from crossencoder.cli.bench import synthetic_passages
+from crossencoder.cli.main import main
+
+FAST = ["--pairs", "8", "--rank-docs", "4", "--repeats", "1", "--doc-tokens", "24", "--threads", "1"]
+
+
+@pytest.fixture()
+def model_dir(tiny_model_dir, tmp_path):
+    return shutil.copytree(tiny_model_dir, tmp_path / "tiny")
+
+
+def test_bench_json_rows_for_each_backend(model_dir, capsys):
+    pytest.importorskip("onnxruntime")
+    code = main(["bench", "-m", str(model_dir), "--backends", "torch,onnx-int8", "--json", *FAST])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["backend"] for r in rows] == ["torch", "onnx-int8"]
+    for row in rows:
+        assert row["pairs_per_s"] > 0 and row["rank_p95_ms"] >= row["rank_p50_ms"] > 0
+        assert row["rank_docs"] == 4 and row["threads"] == 1 and row["device"] == "cpu"
+    # The int8 export went beside the model folder.
+    assert list((model_dir / "onnx").glob("crossencoder-*/model.onnx"))
+
+
+def test_bench_table_has_a_ratio_column_relative_to_first_backend(model_dir, capsys):
+    code = main(["bench", "-m", str(model_dir), "--backends", "torch", *FAST])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    header, row, footer = out.splitlines()
+    assert header.split()[:4] == ["backend", "load", "s", "pairs/s"] and "x torch" in header
+    assert row.split()[0] == "torch" and row.split()[3] == "1.00"
+    assert "8 pairs per run" in footer
+
+
+def test_bench_uses_passages_from_file(model_dir, tmp_path, capsys):
+    path = tmp_path / "passages.txt"
+    path.write_text("Berlin has 3.5 million inhabitants.\nParis is the capital of France.\n")
+    code = main(["bench", "-m", str(model_dir), "--backends", "torch", "--file", str(path), "--json", *FAST])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert json.loads(out)["rank_docs"] == 2  # only two passages exist, fewer than --rank-docs
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--backends", "torch,tensorrt"], "unknown tensorrt"), (["--pairs", "0"], "--pairs must be a positive"),
+     (["--file", "/nonexistent/passages.txt"], "no such file")],
+)
+def test_bench_bad_options_are_one_line_errors(model_dir, capsys, extra, message):
+    code = main(["bench", "-m", str(model_dir), *FAST, *extra])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_rejects_classifiers(tiny_nli_model_dir, capsys):
+    code = main(["bench", "-m", str(tiny_nli_model_dir), "--backends", "torch", *FAST])
+    _, err = capsys.readouterr()
+    assert code == 1 and "1-label model" in err
+
+
+def test_synthetic_passages_are_distinct_and_sized():
+    passages = synthetic_passages(20, 128)
+    assert len(passages) == 20 and len(set(passages)) == 12  # one rotation per sentence of the pool
+    assert all(80 <= len(p.split()) <= 120 for p in passages)
