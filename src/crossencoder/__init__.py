@@ -12,4 +12,26 @@ from crossencoder.catalog import CATALOG, CatalogEntry
 from crossencoder.errors import CrossEncoderError, ModelNotFoundError
 from crossencoder.model import CrossEncoder
 
-__all__ = ["CATALOG", "CatalogEntry", "CrossEncoder", "CrossEncoderError", "ModelNotFoundError", "__version__"]
+# The layers above the core are exported lazily: `import crossencoder` stays light and never imports an optional
+# extra (faiss, bm25s, fastapi, onnxruntime, ray) until its name is used.
+_LAZY = {
+    "Trainer": "crossencoder.training",
+    "TrainingArguments": "crossencoder.training",
+    "BiEncoder": "crossencoder.retrieval",
+    "Index": "crossencoder.retrieval",
+    "build_index": "crossencoder.retrieval",
+    "search": "crossencoder.retrieval",
+    "score_dataset": "crossencoder.distributed",
+    "rank_dataset": "crossencoder.distributed",
+}
+
+__all__ = ["CATALOG", "CatalogEntry", "CrossEncoder", "CrossEncoderError", "ModelNotFoundError", "__version__",
+           *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'crossencoder' has no attribute {name!r}")
