@@ -38,6 +38,7 @@ from crossencoder.testing import minilm_dir  # noqa: E402
 from crossencoder.training import Trainer, TrainingArguments  # noqa: E402
 
 DATA = Path("/work/shared/data/stsb")
+SICK = Path("/work/shared/data/nli/SICK_train_trial.tsv")
 
 
 def read_stsb(path: Path) -> list[tuple[str, str, float]]:
@@ -48,6 +49,19 @@ def read_stsb(path: Path) -> list[tuple[str, str, float]]:
             fields = line.rstrip("\r\n").split("\t")
             if len(fields) >= 7:
                 rows.append((fields[5], fields[6], float(fields[4])))
+    return rows
+
+
+def read_sick_relatedness(path: Path) -> list[tuple[str, str, float]]:
+    """SICK TRAIN rows as (sentence_A, sentence_B, relatedness 1..5 mapped to 0..1); TRIAL is left out."""
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        header = handle.readline().rstrip("\n").split("\t")
+        a, b, score, split = (header.index(k) for k in ("sentence_A", "sentence_B", "relatedness_score", "SemEval_set"))
+        for line in handle:
+            fields = line.rstrip("\r\n").split("\t")
+            if fields[split] == "TRAIN":
+                rows.append((fields[a], fields[b], (float(fields[score]) - 1.0) / 4.0))
     return rows
 
 
@@ -84,6 +98,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--both-directions", action="store_true",
                         help="train on (a, b) and (b, a): similarity is symmetric, the cross-encoder input is not")
+    parser.add_argument("--sick", action="store_true",
+                        help="also train on SICK TRAIN relatedness (4,439 pairs, 1..5 scaled to 0..1); dev stays STSb")
     parser.add_argument("--max-steps", type=int, help="stop early (timing runs only; the schedule is shortened)")
     parser.add_argument("--train-word-embeddings", action="store_true",
                         help="also fine-tune the 11.7M word-embedding weights (default: frozen, ~15%% faster steps)")
@@ -115,11 +131,14 @@ def main() -> int:
         logging_steps=50,
         base_model_name="sentence-transformers/all-MiniLM-L6-v2",
         mixed_precision="no",  # float32 on every device, so a GPU run does the same arithmetic as the CPU one
-        train_data_name="STSb train (scores / 5 as soft labels)",
+        train_data_name="STSb train (scores / 5 as soft labels)"
+        + (" + SICK TRAIN relatedness ((score - 1) / 4)" if args.sick else ""),
     )
     evaluator = CorrelationEvaluator(dev, name="STSb dev", batch_size=64)
     started = time.perf_counter()
     pairs = [(a, b, s / 5.0) for a, b, s in train]
+    if args.sick:
+        pairs += read_sick_relatedness(SICK)
     if args.both_directions:
         pairs += [(b, a, s) for a, b, s in pairs]
     result = Trainer(model, pairs, loss="bce", evaluator=evaluator, args=training_args).train()
@@ -159,7 +178,8 @@ def main() -> int:
         "hyperparameters": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                             "max_length": args.max_length,
                             "warmup_ratio": args.warmup_ratio, "seed": args.seed, "loss": "bce (soft labels)",
-                            "both_directions": args.both_directions, "max_steps": args.max_steps,
+                            "both_directions": args.both_directions, "sick": args.sick,
+                            "max_steps": args.max_steps,
                             "word_embeddings": "trained" if args.train_word_embeddings else "frozen"},
         "cross_encoder": ce, "bi_encoder": bi, "bi_encoder_impl": bi_impl,
         "train_seconds": train_seconds, "steps": result.global_step, "history": result.history,

@@ -63,6 +63,7 @@ class OnnxBackend:
         quantize: str | None = None,
         num_threads: int | None = None,
         optimize: bool = True,
+        first_token: bool = True,
         opset: int = 17,
         per_channel: bool | None = None,
         reduce_range: bool | None = None,
@@ -79,6 +80,9 @@ class OnnxBackend:
             num_threads: onnxruntime intra-op threads (None: one per physical core).
             optimize: Fuse attention / layer-norm / GELU with onnxruntime's transformer optimizer (BERT-like models;
                 other architectures get onnxruntime's generic graph optimisations only).
+            first_token: Compute the last encoder layer for the first token only, the one position the
+                classification head reads (BERT / RoBERTa / XLM-R / ELECTRA; about a sixth less work for a 6-layer
+                model, same scores up to float rounding; kept only if its logits match the full model's).
             opset: ONNX opset of the export.
             per_channel, reduce_range, quantize_attention: Override the int8 settings chosen for this CPU.
             cache_dir: Folder for exports (default: beside a writable local model folder, else
@@ -109,7 +113,7 @@ class OnnxBackend:
             raise ImportError("The onnx backend needs `pip install crossencoder[onnx]`.") from exc
         profile = cpu_int8_profile()
         settings = ExportSettings(
-            opset=opset, optimize=optimize, quantize=quantize,
+            opset=opset, optimize=optimize, first_token=first_token, quantize=quantize,
             per_channel=profile["per_channel"] if per_channel is None else per_channel,
             reduce_range=profile["reduce_range"] if reduce_range is None else reduce_range,
             quantize_attention=profile["quantize_attention"] if quantize_attention is None else quantize_attention,

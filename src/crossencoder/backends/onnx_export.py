@@ -26,12 +26,13 @@ import torch
 from filelock import FileLock
 from transformers import PreTrainedModel
 
+from crossencoder.backends.first_token import FirstTokenClassifier, supports_first_token
 from crossencoder.files import atomic_dir, file_sha256
 
 logger = logging.getLogger(__name__)
 
 # Bump when the export recipe changes so older cached files are rebuilt.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 QUANTIZE_MODES = ("int8",)
@@ -88,6 +89,7 @@ class ExportSettings:
 
     opset: int = 17
     optimize: bool = True
+    first_token: bool = True
     quantize: str | None = None
     per_channel: bool = True
     reduce_range: bool = False
@@ -163,15 +165,23 @@ def read_valid_export(folder: Path, key: str) -> Path | None:
 
 
 class _LogitsOnly(torch.nn.Module):
-    """Wraps a sequence-classification model so the exported graph has named inputs and one ``logits`` output."""
+    """Wraps a sequence-classification model so the exported graph has named inputs and one ``logits`` output.
 
-    def __init__(self, model: PreTrainedModel, input_names: list[str]) -> None:
+    With ``first_token`` the last encoder layer is computed for the first token only (see
+    :class:`~crossencoder.backends.first_token.FirstTokenClassifier`).
+    """
+
+    def __init__(self, model: PreTrainedModel, input_names: list[str], first_token: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.first_token = FirstTokenClassifier(model) if first_token else None
         self.input_names = input_names
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**dict(zip(self.input_names, inputs)), return_dict=True).logits
+        named = dict(zip(self.input_names, inputs))
+        if self.first_token is not None:
+            return self.first_token(**named)
+        return self.model(**named, return_dict=True).logits
 
 
 def _dummy_inputs(input_names: list[str], batch: int = 2, length: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -183,7 +193,9 @@ def _dummy_inputs(input_names: list[str], batch: int = 2, length: int = 16, seed
     return {name: values[name] for name in input_names}
 
 
-def _torch_export(model: PreTrainedModel, input_names: list[str], path: Path, opset: int) -> None:
+def _torch_export(
+    model: PreTrainedModel, input_names: list[str], path: Path, opset: int, first_token: bool = False
+) -> None:
     """TorchScript-based export with dynamic batch and sequence axes, eager attention (the pattern ORT fuses)."""
     import warnings
 
@@ -200,7 +212,7 @@ def _torch_export(model: PreTrainedModel, input_names: list[str], path: Path, op
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes are expected
             torch.onnx.export(
-                _LogitsOnly(model, input_names), tuple(dummy[n] for n in input_names), str(path),
+                _LogitsOnly(model, input_names, first_token), tuple(dummy[n] for n in input_names), str(path),
                 input_names=input_names, output_names=["logits"], dynamic_axes=axes, opset_version=opset,
                 do_constant_folding=True, dynamo=False,
             )
@@ -333,7 +345,7 @@ def build_export(
         return found
     fp32 = None
     if settings.quantize is not None:
-        fp32_settings = ExportSettings(opset=settings.opset, optimize=settings.optimize)
+        fp32_settings = ExportSettings(opset=settings.opset, optimize=settings.optimize, first_token=settings.first_token)
         fp32 = build_export(model, input_names, fp32_settings, model_path, model_name, cache_dir, fingerprint)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
@@ -360,7 +372,11 @@ def _build_into(
         _quantize_int8(fp32, target, settings)
         return {"quantized_from": str(fp32)}
     plain = tmp / "plain.onnx"
-    _torch_export(model, input_names, plain, settings.opset)
+    first_token = settings.first_token and supports_first_token(model)
+    if first_token:
+        first_token = _export_first_token(model, input_names, plain, settings.opset)
+    if not first_token:
+        _torch_export(model, input_names, plain, settings.opset)
     fused = settings.optimize and _fuse(model, plain, target)
     if fused:
         difference = _max_logit_difference(target, model, input_names)
@@ -371,4 +387,20 @@ def _build_into(
         plain.unlink()
     else:
         os.replace(plain, target)
-    return {"fused": bool(fused)}
+    return {"fused": bool(fused), "first_token": first_token}
+
+
+def _export_first_token(model: PreTrainedModel, input_names: list[str], path: Path, opset: int) -> bool:
+    """Export the first-token-only graph; False (nothing kept) if it fails or its logits differ from the model's."""
+    try:
+        _torch_export(model, input_names, path, opset, first_token=True)
+        difference = _max_logit_difference(path, model, input_names)
+    except Exception as exc:  # noqa: BLE001 - an optimisation: the full graph is always a valid fallback
+        logger.warning("First-token export failed (%s: %s); exporting the full graph.", type(exc).__name__, exc)
+        difference = None
+    if difference is not None and difference <= FUSION_TOLERANCE:
+        return True
+    if difference is not None:
+        logger.warning("The first-token graph differs from torch by %.2g; exporting the full graph.", difference)
+    path.unlink(missing_ok=True)
+    return False
