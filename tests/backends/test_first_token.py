@@ -116,3 +116,21 @@ def test_export_falls_back_when_the_first_token_export_raises(model_dir, monkeyp
         model = CrossEncoder(model_dir, backend="onnx")
     assert "First-token export failed (RuntimeError: unsupported layer)" in caplog.text
     assert json.loads((model.backend.path.parent / "manifest.json").read_text())["first_token"] is False
+
+
+def test_roberta_export_without_token_types_uses_first_token(tmp_path):
+    from crossencoder.backends.onnx_export import ExportSettings, build_export, open_session
+
+    torch.manual_seed(0)
+    # The export's own check inputs use token ids up to 2,000.
+    config = RobertaConfig(**{**SMALL, "vocab_size": 2048}, pad_token_id=1, num_labels=2)
+    model = RobertaForSequenceClassification(config).eval()
+    names = ["input_ids", "attention_mask"]
+    path = build_export(model, names, ExportSettings(), None, "tiny-roberta", cache_dir=tmp_path)
+    assert json.loads((path.parent / "manifest.json").read_text())["first_token"] is True
+    assert attention_ops(path) == SMALL["num_hidden_layers"] - 1
+    batch = padded_batch(seed=3)
+    with torch.no_grad():
+        expected = model(**batch).logits.numpy()
+    got = open_session(path).run(["logits"], {k: v.numpy() for k, v in batch.items()})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
