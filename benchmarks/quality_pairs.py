@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from transformers import set_seed  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality_stsb import bi_encoder_scores  # noqa: E402
+from quality_stsb import bi_encoder_scores, read_sick_rows  # noqa: E402
 
 from crossencoder import CrossEncoder  # noqa: E402
 from crossencoder.evaluation import ClassificationEvaluator, classification_metrics, format_metrics  # noqa: E402
@@ -49,10 +49,8 @@ NLI_LABELS = ["contradiction", "entailment", "neutral"]
 def read_sick(data: Path) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
     """SICK TRAIN and TRIAL rows as (sentence_A, sentence_B, label name)."""
     splits: dict[str, list[tuple[str, str, str]]] = {"TRAIN": [], "TRIAL": []}
-    lines = (data / "nli" / "SICK_train_trial.tsv").read_text(encoding="utf-8").splitlines()
-    for line in lines[1:]:
-        f = line.rstrip("\r").split("\t")
-        splits[f[11]].append((f[1], f[2], f[3].lower()))
+    for row in read_sick_rows(data / "nli" / "SICK_train_trial.tsv"):
+        splits[row["SemEval_set"]].append((row["sentence_A"], row["sentence_B"], row["entailment_label"].lower()))
     return splits["TRAIN"], splits["TRIAL"]
 
 

@@ -20,6 +20,7 @@ The trained model folder (printed at the end) works with ``crossencoder score -m
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -54,17 +55,17 @@ def read_stsb(path: Path) -> list[tuple[str, str, float]]:
     return rows
 
 
+def read_sick_rows(path: Path) -> list[dict[str, str]]:
+    """SICK's TSV as dicts keyed by its header (sentence_A, sentence_B, entailment_label, relatedness_score,
+    SemEval_set, ...); also read by quality_pairs.py."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
 def read_sick_relatedness(path: Path) -> list[tuple[str, str, float]]:
     """SICK TRAIN rows as (sentence_A, sentence_B, relatedness 1..5 mapped to 0..1); TRIAL is left out."""
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        header = handle.readline().rstrip("\n").split("\t")
-        a, b, score, split = (header.index(k) for k in ("sentence_A", "sentence_B", "relatedness_score", "SemEval_set"))
-        for line in handle:
-            fields = line.rstrip("\r\n").split("\t")
-            if fields[split] == "TRAIN":
-                rows.append((fields[a], fields[b], (float(fields[score]) - 1.0) / 4.0))
-    return rows
+    return [(r["sentence_A"], r["sentence_B"], (float(r["relatedness_score"]) - 1.0) / 4.0)
+            for r in read_sick_rows(path) if r["SemEval_set"] == "TRAIN"]
 
 
 def bi_encoder_scores(pairs: list[tuple]) -> tuple[list[float], str]:
