@@ -46,7 +46,12 @@ from crossencoder.retrieval import (  # noqa: E402
 from crossencoder.retrieval.beir import METRICS  # noqa: E402
 from crossencoder.retrieval.index import file_sha256  # noqa: E402
 from crossencoder.testing import minilm_dir  # noqa: E402
-from crossencoder.training import Trainer, TrainingArguments  # noqa: E402
+from crossencoder.training import (  # noqa: E402
+    Trainer,
+    TrainingArguments,
+    bi_encoder_similarity,
+    blend_teacher_labels,
+)
 
 DATA = Path("/work/shared/data/msmarco-sample")
 
@@ -68,6 +73,9 @@ def parse_args() -> argparse.Namespace:
                         help="judged passages sampled per training query (of ~107; 0 = all): balances the negatives "
                              "and keeps a fold near 4 minutes on 2 cores")
     parser.add_argument("--skip-top", type=int, default=0)
+    parser.add_argument("--teacher-weight", type=float, default=0.0,
+                        help="blend the index's bi-encoder cosine into the soft labels with this weight "
+                             "(crossencoder.training.blend_teacher_labels; 0 = gold labels only)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--max-steps", type=int, help="cap optimizer steps per fold (smoke tests)")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -147,6 +155,8 @@ def main() -> int:
                                     candidates=args.mine_depth)
         if args.max_judged:
             pairs = sample_judged(pairs, args.max_judged, args.seed)
+        if args.teacher_weight:
+            pairs = blend_teacher_labels(pairs, bi_encoder_similarity(pairs, index.bi_encoder), args.teacher_weight)
         set_seed(args.seed)
         model = CrossEncoder(minilm_dir(), num_labels=1, max_length=args.max_length, device="cpu")
         run_dir = args.work_dir / f"fold-{number}"

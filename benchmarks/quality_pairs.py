@@ -40,7 +40,7 @@ from quality_stsb import bi_encoder_scores, read_sick_rows  # noqa: E402
 from crossencoder import CrossEncoder  # noqa: E402
 from crossencoder.evaluation import ClassificationEvaluator, classification_metrics, format_metrics  # noqa: E402
 from crossencoder.testing import minilm_dir  # noqa: E402
-from crossencoder.training import Trainer, TrainingArguments  # noqa: E402
+from crossencoder.training import Trainer, TrainingArguments, blend_teacher_labels  # noqa: E402
 
 DATA = Path("/work/shared/data")
 NLI_LABELS = ["contradiction", "entailment", "neutral"]
@@ -119,7 +119,11 @@ def run_mrpc(args) -> dict:
     threshold = float(candidates[int(np.argmax(f1s))])
     bi = classification_metrics([y for *_, y in dev], (np.array(cos_dev) >= threshold).astype(int))
     evaluator = ClassificationEvaluator(dev, name="MRPC dev (10% of train)", batch_size=64)
-    pairs = train + [(b, a, y) for a, b, y in train] if args.both_directions else train
+    pairs = train
+    if args.teacher_weight:
+        pairs = blend_teacher_labels(train, cos_train, args.teacher_weight)
+    if args.both_directions:
+        pairs = pairs + [(b, a, y) for a, b, y in pairs]
     ce, seconds, folder = train_model("mrpc", pairs, 1, "bce", args, evaluator)
     print(format_metrics({"cross-encoder accuracy": ce["accuracy"], "cross-encoder f1": ce["f1"],
                           "bi-encoder accuracy": bi["accuracy"], "bi-encoder f1": bi["f1"]},
@@ -142,6 +146,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--both-directions", action=argparse.BooleanOptionalAction, default=True,
                         help="MRPC: also train on (b, a) (paraphrase is symmetric; NLI is not); +1.8 F1 points")
+    parser.add_argument("--teacher-weight", type=float, default=0.0,
+                        help="MRPC: blend the bi-encoder's cosine into the 0/1 labels with this weight "
+                             "(crossencoder.training.blend_teacher_labels)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -153,7 +160,8 @@ def main() -> int:
                              "torch_threads": torch.get_num_threads(), "device": args.device,
                              "hyperparameters": {"epochs": args.epochs, "batch_size": args.batch_size,
                                                  "lr": args.lr, "seed": args.seed, "word_embeddings": "frozen",
-                                                 "both_directions": args.both_directions},
+                                                 "both_directions": args.both_directions,
+                                                 "teacher_weight": args.teacher_weight},
                              "command": "flock /tmp/crossencoder-bench.lock .venv/bin/python "
                                         "benchmarks/quality_pairs.py " + " ".join(sys.argv[1:])}
             out.parent.mkdir(parents=True, exist_ok=True)

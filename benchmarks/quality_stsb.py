@@ -38,7 +38,12 @@ from transformers import set_seed  # noqa: E402
 from crossencoder import CrossEncoder  # noqa: E402
 from crossencoder.evaluation import CorrelationEvaluator, correlation_metrics, format_metrics  # noqa: E402
 from crossencoder.testing import minilm_dir  # noqa: E402
-from crossencoder.training import Trainer, TrainingArguments  # noqa: E402
+from crossencoder.training import (  # noqa: E402
+    Trainer,
+    TrainingArguments,
+    bi_encoder_similarity,
+    blend_teacher_labels,
+)
 
 DATA = Path("/work/shared/data/stsb")
 SICK = Path("/work/shared/data/nli/SICK_train_trial.tsv")
@@ -69,21 +74,9 @@ def read_sick_relatedness(path: Path) -> list[tuple[str, str, float]]:
 
 
 def bi_encoder_scores(pairs: list[tuple]) -> tuple[list[float], str]:
-    """Cosine similarity of all-MiniLM-L6-v2 mean-pooled embeddings, with crossencoder's own bi-encoder."""
-    try:
-        from crossencoder.retrieval import BiEncoder
-    except ImportError:
-        # crossencoder.retrieval is written in parallel; sentence-transformers computes the same cosine.
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(str(minilm_dir()), device="cpu")
-        a = model.encode([p[0] for p in pairs], normalize_embeddings=True, batch_size=64)
-        b = model.encode([p[1] for p in pairs], normalize_embeddings=True, batch_size=64)
-        return (a * b).sum(axis=1).tolist(), "sentence-transformers SentenceTransformer (peer)"
-    model = BiEncoder()
-    a = model.encode([p[0] for p in pairs], batch_size=64, normalize=True)
-    b = model.encode([p[1] for p in pairs], batch_size=64, normalize=True)
-    return (a * b).sum(axis=1).tolist(), "crossencoder.retrieval.BiEncoder"
+    """Cosine similarity of all-MiniLM-L6-v2 mean-pooled embeddings (crossencoder's own bi-encoder); also used by
+    quality_pairs.py. Returns the scores and the implementation's name for the results file."""
+    return bi_encoder_similarity(pairs).tolist(), "crossencoder.retrieval.BiEncoder"
 
 
 def main() -> int:
@@ -103,6 +96,9 @@ def main() -> int:
                         help="train on (a, b) and (b, a): similarity is symmetric, the cross-encoder input is not")
     parser.add_argument("--sick", action="store_true",
                         help="also train on SICK TRAIN relatedness (4,439 pairs, 1..5 scaled to 0..1); dev stays STSb")
+    parser.add_argument("--teacher-weight", type=float, default=0.0,
+                        help="blend the bi-encoder's cosine (mapped to 0..1 by a least-squares fit on the train labels) "
+                             "into each soft label with this weight: distillation from the bi-encoder")
     parser.add_argument("--max-steps", type=int, help="stop early (timing runs only; the schedule is shortened)")
     parser.add_argument("--train-word-embeddings", action="store_true",
                         help="also fine-tune the 11.7M word-embedding weights (default: frozen, ~15%% faster steps)")
@@ -142,6 +138,8 @@ def main() -> int:
     pairs = [(a, b, s / 5.0) for a, b, s in train]
     if args.sick:
         pairs += read_sick_relatedness(SICK)
+    if args.teacher_weight:
+        pairs = blend_teacher_labels(pairs, bi_encoder_similarity(pairs), args.teacher_weight)
     if args.both_directions:
         pairs += [(b, a, s) for a, b, s in pairs]
     result = Trainer(model, pairs, loss="bce", evaluator=evaluator, args=training_args).train()
@@ -182,6 +180,7 @@ def main() -> int:
                             "max_length": args.max_length,
                             "warmup_ratio": args.warmup_ratio, "seed": args.seed, "loss": "bce (soft labels)",
                             "both_directions": args.both_directions, "sick": args.sick,
+                            "teacher_weight": args.teacher_weight,
                             "max_steps": args.max_steps,
                             "word_embeddings": "trained" if args.train_word_embeddings else "frozen"},
         "cross_encoder": ce, "bi_encoder": bi, "bi_encoder_impl": bi_impl,

@@ -113,3 +113,33 @@ def test_unknown_config_key_and_bad_label_are_reported(tiny_model_dir, tmp_path,
     bad = write_tsv(tmp_path / "bad.tsv", [("a", "b", 4.0)])
     code, _, err = run(["train", "-m", tiny_model_dir, "--train", bad, "-o", tmp_path / "r"], capsys)
     assert code == 1 and "outside [0, 1]" in err
+
+
+def test_train_blends_teacher_bi_encoder_into_regression_labels(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import crossencoder.training.distillation as distillation
+
+    seen = {}
+    original = distillation.blend_teacher_labels
+
+    def recording(examples, teacher_scores, weight=0.5):
+        seen.update(labels=[y for *_, y in examples], teacher=list(teacher_scores), weight=weight)
+        return original(examples, teacher_scores, weight)
+
+    monkeypatch.setattr(distillation, "blend_teacher_labels", recording)
+    train = write_tsv(tmp_path / "train.tsv", PAIRS)
+    code, _, err = run(["train", "-m", tiny_model_dir, "--train", train, "--label-scale", 5, "-o", tmp_path / "run",
+                        "--max-steps", 1, "--batch-size", 3, "--teacher-bi-encoder", tiny_model_dir,
+                        "--teacher-weight", 0.3], capsys)
+    assert code == 0, err
+    assert seen["weight"] == 0.3 and seen["labels"] == pytest.approx([y / 5 for *_, y in PAIRS])
+    assert len(seen["teacher"]) == len(PAIRS) and all(-1.0 <= c <= 1.0 for c in seen["teacher"])
+    card = (tmp_path / "run" / "final" / "README.md").read_text()
+    assert "bi-encoder cosine, weight 0.3" in card
+
+
+def test_teacher_bi_encoder_is_refused_for_classification(tiny_model_dir, tmp_path, capsys):
+    train = write_tsv(tmp_path / "nli.tsv", [("a", "b", "entailment"), ("a", "c", "neutral")])
+    code, _, err = run(["train", "-m", tiny_model_dir, "--train", train, "-o", tmp_path / "r",
+                        "--teacher-bi-encoder", "default"], capsys)
+    assert code == 1 and "regression labels; this is a classification task" in err
+    assert len(err.strip().splitlines()) == 1

@@ -19,6 +19,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "eval_steps": None, "save_steps": None, "save_total_limit": 2, "metric_for_best_model": None,
     "early_stopping_patience": None, "load_best_model_at_end": True, "mixed_precision": "auto", "resume": True,
     "overwrite_output_dir": False, "max_length": None, "device": None, "trust_remote_code": False,
+    "teacher_bi_encoder": None, "teacher_weight": 0.5,
 }
 
 TRAIN_EPILOG = """\
@@ -26,6 +27,8 @@ examples:
   crossencoder train --model ./all-MiniLM-L6-v2 --train sts-train.tsv --eval sts-dev.tsv \\
       --label-scale 5 --epochs 4 --learning-rate 5e-5 --output-dir runs/sts
   crossencoder train --config train.yaml --epochs 2      # flags override the config file
+  crossencoder train --model ./all-MiniLM-L6-v2 --train sts-train.tsv --label-scale 5 \
+      --teacher-bi-encoder default --output-dir runs/sts-kd   # labels = 0.5 gold + 0.5 bi-encoder cosine
 
 data files: .jsonl / .json objects or .tsv / .csv rows:
   regression      text_a<TAB>text_b<TAB>score        (BCE needs scores in [0, 1]: see --label-scale)
@@ -76,6 +79,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--overwrite-output-dir", action="store_true", default=s,
                        help="with --no-resume: delete the old checkpoints")
     train.add_argument("--max-length", type=int, default=s)
+    train.add_argument("--teacher-bi-encoder", metavar="MODEL", default=s,
+                       help="regression: blend this bi-encoder's cosine into the labels (distillation); "
+                            "'default' = all-MiniLM-L6-v2")
+    train.add_argument("--teacher-weight", type=float, default=s,
+                       help="the teacher's share of each label (default 0.5)")
     train.add_argument("--device", default=s)
     train.add_argument("--trust-remote-code", action="store_true", default=s)
     train.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -201,6 +209,22 @@ def _scale(examples: list[Any], scale: float) -> list[Any]:
     return out
 
 
+def _blend_teacher(examples: list[Any], task: str, teacher: str, weight: float) -> list[Any]:
+    from crossencoder.retrieval import BiEncoder
+    from crossencoder.training.distillation import bi_encoder_similarity, blend_teacher_labels
+
+    if task != "regression":
+        raise InputError(f"--teacher-bi-encoder blends similarity scores into regression labels; this is a {task} "
+                         "task.")
+    if not 0.0 <= weight <= 1.0:
+        raise InputError(f"--teacher-weight must be in [0, 1], got {weight}.")
+    encoder = BiEncoder(None if teacher == "default" else teacher)
+    try:
+        return blend_teacher_labels(examples, bi_encoder_similarity(examples, encoder), weight)
+    except ValueError as exc:
+        raise InputError(f"--teacher-bi-encoder: {exc}") from None
+
+
 def _print_metrics(metrics: dict[str, float], title: str) -> None:
     from crossencoder.evaluation import format_metrics
 
@@ -214,6 +238,10 @@ def run_train(args: argparse.Namespace) -> int:
     task = _resolve_task(o["task"], train_examples)
     if task == "regression":
         train_examples = _scale(train_examples, float(o["label_scale"]))
+    data_name = Path(o["train"]).name
+    if o["teacher_bi_encoder"]:
+        train_examples = _blend_teacher(train_examples, task, o["teacher_bi_encoder"], float(o["teacher_weight"]))
+        data_name += f" (labels blended with {o['teacher_bi_encoder']} bi-encoder cosine, weight {o['teacher_weight']})"
     eval_examples = _load_data(o["eval"]) if o["eval"] else None
 
     from transformers import set_seed
@@ -241,7 +269,7 @@ def run_train(args: argparse.Namespace) -> int:
         metric_for_best_model=o["metric_for_best_model"], early_stopping_patience=o["early_stopping_patience"],
         load_best_model_at_end=bool(o["load_best_model_at_end"]), mixed_precision=o["mixed_precision"],
         resume=bool(o["resume"]), overwrite_output_dir=bool(o["overwrite_output_dir"]),
-        train_data_name=Path(o["train"]).name,
+        train_data_name=data_name,
     )
     result = Trainer(model, train_examples, loss=loss, evaluator=evaluator, args=training_args).train()
     if args.json:

@@ -9,6 +9,7 @@ Example:
 """
 
 from crossencoder.training.calibration import CalibrationReport, calibrate, fit_calibration, save_calibration
+from crossencoder.training.distillation import bi_encoder_similarity, blend_teacher_labels
 from crossencoder.training.losses import (
     BinaryCrossEntropyLoss,
     CrossEntropyLoss,
@@ -34,6 +35,8 @@ __all__ = [
     "TrainOutput",
     "Trainer",
     "TrainingArguments",
+    "bi_encoder_similarity",
+    "blend_teacher_labels",
     "calibrate",
     "fit_calibration",
     "flatten_ranking",
