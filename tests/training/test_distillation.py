@@ -38,8 +38,8 @@ def test_blend_accepts_dict_examples():
         (EXAMPLES, [0.0, 1.0, 2.0, 3.0], 1.5, "weight must be in [0, 1]"),
         (EXAMPLES, [0.0, 1.0], 0.5, "4 examples but 2 teacher scores"),
         (EXAMPLES, [0.2] * 4, 0.5, "all equal"),
-        ([("a", "b", 4.0), ("c", "d", 0.0)], [0.0, 1.0], 0.5, "examples[0]: the label must be in [0, 1]"),
-        ([("a", "b", "entailment"), ("c", "d", 0.0)], [0.0, 1.0], 0.5, "examples[0]: the label must be a number"),
+        ([("a", "b", 4.0), ("c", "d", 0.0)], [0.0, 1.0], 0.5, "data[0] label 4.0 is outside [0, 1]"),
+        ([("a", "b", "entailment"), ("c", "d", 0.0)], [0.0, 1.0], 0.5, "data[0] needs a numeric label"),
     ],
 )
 def test_blend_rejects_bad_input(examples, teacher, weight, message):
@@ -52,13 +52,19 @@ class FakeEncoder:
 
     VECTORS = {"x": [1.0, 0.0], "y": [0.0, 1.0], "xy": [0.6, 0.8]}
 
+    def __init__(self):
+        self.seen = []
+
     def encode(self, texts, batch_size=64, show_progress_bar=None, normalize=True):
+        self.seen += texts
         return np.array([self.VECTORS[t] for t in texts], dtype=np.float32)
 
 
 def test_bi_encoder_similarity_is_the_pairwise_cosine():
-    cos = bi_encoder_similarity([("x", "xy", 1.0), ("y", "xy", 0.5), ("x", "y", 0.0)], FakeEncoder())
+    encoder = FakeEncoder()
+    cos = bi_encoder_similarity([("x", "xy", 1.0), ("y", "xy", 0.5), ("x", "y", 0.0)], encoder)
     assert cos == pytest.approx([0.6, 0.8, 0.0])
+    assert sorted(encoder.seen) == ["x", "xy", "y"]  # each distinct text is embedded once
 
 
 def test_bi_encoder_similarity_with_the_real_minilm_ranks_paraphrases_higher():

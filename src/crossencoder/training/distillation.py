@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from crossencoder.evaluation.samples import to_labelled_pair
+from crossencoder.training.losses import BinaryCrossEntropyLoss
 from crossencoder.training.mining import TextEncoder
 
 
@@ -47,10 +48,12 @@ def bi_encoder_similarity(
         from crossencoder.retrieval import BiEncoder
 
         bi_encoder = BiEncoder()
-    a = bi_encoder.encode([p.text_a for p in parsed], batch_size=batch_size, show_progress_bar=show_progress_bar,
-                          normalize=True)
-    b = bi_encoder.encode([p.text_b for p in parsed], batch_size=batch_size, show_progress_bar=show_progress_bar,
-                          normalize=True)
+    # Training data repeats texts (a query per mined passage, an STS sentence in several pairs): embed each once.
+    texts = list(dict.fromkeys(t for p in parsed for t in (p.text_a, p.text_b)))
+    row = {text: i for i, text in enumerate(texts)}
+    vectors = bi_encoder.encode(texts, batch_size=batch_size, show_progress_bar=show_progress_bar, normalize=True)
+    a = vectors[[row[p.text_a] for p in parsed]]
+    b = vectors[[row[p.text_b] for p in parsed]]
     return (a * b).sum(axis=1)
 
 
@@ -86,15 +89,9 @@ def blend_teacher_labels(
     teacher = np.asarray(teacher_scores, dtype=np.float64)
     if teacher.shape != (len(examples),):
         raise ValueError(f"Got {len(examples)} examples but {teacher.size} teacher scores.")
-    pairs = [to_labelled_pair(x, i) for i, x in enumerate(examples)]
-    gold = np.empty(len(pairs))
-    for i, pair in enumerate(pairs):
-        try:
-            gold[i] = float(pair.label)
-        except (TypeError, ValueError):
-            raise ValueError(f"examples[{i}]: the label must be a number in [0, 1], got {pair.label!r}.") from None
-        if not 0.0 <= gold[i] <= 1.0:
-            raise ValueError(f"examples[{i}]: the label must be in [0, 1] (scale STS scores first), got {gold[i]}.")
+    # The same parsing and [0, 1] check as the BCE loss that will train on these labels.
+    pairs = [BinaryCrossEntropyLoss().normalize(x, i) for i, x in enumerate(examples)]
+    gold = np.array([p.label for p in pairs], dtype=np.float64)
     if teacher.size < 2 or np.ptp(teacher) == 0:
         raise ValueError("The teacher scores are all equal: nothing to learn from them.")
     slope, intercept = np.polyfit(teacher, gold, 1)
