@@ -268,12 +268,13 @@ class CrossEncoder:
             pairs: ``(text_a, text_b)`` pairs.
 
         Returns:
-            A ``BatchEncoding`` of int64 tensors (``input_ids``, ``attention_mask``[, ``token_type_ids``]).
+            A ``BatchEncoding`` of int64 tensors (``input_ids``, ``attention_mask``[, ``token_type_ids``]) on the
+            model's device, ready for ``model.model(**features)``.
         """
         pairs = validate_pairs(pairs)
         if not pairs:
             raise ValueError("tokenize() needs at least one pair.")
-        return BatchEncoding(self._pad(self._encode(pairs)))
+        return BatchEncoding(self._pad(self._encode(pairs))).to(self.device)
 
     # ------------------------------------------------------------------ inference
     def _forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
