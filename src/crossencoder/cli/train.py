@@ -216,7 +216,7 @@ def _blend_teacher(examples: list[Any], task: str, teacher: str, weight: float) 
     if task != "regression":
         raise InputError(f"--teacher-bi-encoder blends similarity scores into regression labels; this is a {task} "
                          "task.")
-    if not 0.0 <= weight <= 1.0:
+    if not 0.0 <= weight <= 1.0:  # blend_teacher_labels checks it too, but only after every text is embedded
         raise InputError(f"--teacher-weight must be in [0, 1], got {weight}.")
     encoder = BiEncoder(None if teacher == "default" else teacher)
     try:
