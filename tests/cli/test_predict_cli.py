@@ -100,7 +100,9 @@ def test_missing_file_and_model(tiny_model_dir, tmp_path, capsys):
     assert code == 1 and "no such file" in err
     (tmp_path / "p.txt").write_text("a passage\n")
     code, _, err = run(["rank", "-m", "cross-encoder/does-not-exist", "-q", "q", tmp_path / "p.txt"], capsys)
-    assert code == 1 and "Could not load model" in err and "local model folder" in err
+    assert code == 1 and "Could not load model" in err and "local model folder" in err and ".." not in err
+    code, _, err = run(["rank", "-m", tiny_model_dir, "-q", "  ", tmp_path / "p.txt"], capsys)
+    assert code == 1 and "--query is empty" in err
 
 
 def test_models_table_and_json(capsys):

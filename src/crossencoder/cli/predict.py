@@ -172,6 +172,8 @@ def run_rank(args: argparse.Namespace) -> int:
     _check_not_ray_only(args)
     if args.query is None:
         raise InputError("--query is required (or use --ray with a file of queries and their candidates).")
+    if not args.query.strip():
+        raise InputError("--query is empty.")
     passages = read_passages(args.file)
     _check_nonempty(passages, args.file, "passages")
     model = load_model(args)

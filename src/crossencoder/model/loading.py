@@ -43,8 +43,9 @@ def _hub_failure(name: str, revision: str | None, cache_folder: str | None, exc:
     tried = f"a local folder named {name!r} (none), the Hub cache ({cache_folder or hub_constants.HF_HUB_CACHE})"
     tried += ", and not the Hub (offline mode: HF_HUB_OFFLINE=1)" if offline else ", and the Hugging Face Hub"
     rev = f" at revision {revision!r}" if revision else ""
+    cause = str(exc).splitlines()[0].rstrip(". ") if str(exc) else "no message"
     return ModelNotFoundError(
-        f"Could not load model {name!r}{rev}: tried {tried}. Cause: {type(exc).__name__}: {str(exc).splitlines()[0]}. "
+        f"Could not load model {name!r}{rev}: tried {tried}. Cause: {type(exc).__name__}: {cause}. "
         "Fix: pass the path of a local model folder, or download it once with network access "
         f"(`hf download {name}`) so it is in the cache."
     )
