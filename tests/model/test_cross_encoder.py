@@ -41,8 +41,10 @@ def test_predict_shapes_and_dtypes(model):
     assert isinstance(as_list, list) and len(as_list) == 4 and isinstance(as_list[0], torch.Tensor)
 
 
-def test_empty_input_returns_empty_of_right_type(model):
-    assert isinstance(model.predict([]), np.ndarray) and model.predict([]).shape == (0,)
+def test_empty_input_returns_empty_of_right_type(model, nli):
+    empty = model.predict([])
+    assert isinstance(empty, np.ndarray) and empty.shape == (0,) and empty.dtype == np.float32
+    assert nli.predict([]).shape == (0, 3)  # a classifier's rows, even when there are none
     assert isinstance(model.predict([], convert_to_tensor=True), torch.Tensor)
     assert model.rank("q", []) == []
 
@@ -209,9 +211,23 @@ def test_invalid_options(tiny_model_dir):
         CrossEncoder(tiny_model_dir, dtype="float8")
     with pytest.raises(ValueError, match="device"):
         CrossEncoder(tiny_model_dir, device="gpu!")
+    with pytest.raises(TypeError, match="activation_fn must be a callable"):
+        CrossEncoder(tiny_model_dir, activation_fn="sigmoid")
     model = CrossEncoder(tiny_model_dir)
     with pytest.raises(ValueError, match="batch_size"):
         model.predict(PAIRS, batch_size=0)
+    with pytest.raises(TypeError, match="activation_fn must be a callable"):
+        model.predict(PAIRS, activation_fn="sigmoid")
+
+
+def test_unavailable_gpu_is_named_plainly(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available.*device='cpu'"):
+        CrossEncoder(tiny_model_dir, device="cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="'cuda:3' does not exist: 1 CUDA device"):
+        CrossEncoder(tiny_model_dir, device="cuda:3")
 
 
 def test_max_length_override(tiny_model_dir):

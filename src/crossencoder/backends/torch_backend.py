@@ -25,9 +25,20 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        parsed = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"Invalid device {device!r}: use 'cpu', 'cuda', 'cuda:1', 'mps' or None.") from exc
+    # Checked here so a missing GPU is named plainly instead of failing inside torch on the first .to().
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"Device {device!r} was asked for, but CUDA is not available "
+                             f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}). Use device='cpu'.")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"Device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible.")
+    if parsed.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                     and torch.backends.mps.is_available()):
+        raise ValueError(f"Device {device!r} was asked for, but MPS is not available. Use device='cpu'.")
+    return parsed
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:

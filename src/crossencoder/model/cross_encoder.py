@@ -143,6 +143,7 @@ class CrossEncoder:
         self.max_batch_tokens = max_batch_tokens or (CPU_BATCH_TOKENS if self.device.type == "cpu" else GPU_BATCH_TOKENS)
 
         st_config = read_sentence_transformers_config(source, hub_kwargs)
+        _checked_activation(activation_fn)
         self.activation_fn = activation_fn if activation_fn is not None else self._stored_activation(st_config)
         self.backend_name = backend
         self.backend: Backend = self._make_backend(backend, backend_kwargs or {})
@@ -358,15 +359,16 @@ class CrossEncoder:
         """
         single = is_single_pair(pairs)
         pair_list = validate_pairs([pairs] if single else pairs)
+        _checked_activation(activation_fn)
         if not pair_list:
-            scores = torch.empty((0,), dtype=torch.float32)
+            scores = torch.empty((0,) if self.num_labels == 1 else (0, self.num_labels), dtype=torch.float32)
         else:
             logits = self._logits(self._encode(pair_list), batch_size, max_batch_tokens, show_progress_bar)
             scores = self._apply_activation(logits, activation_fn, apply_softmax, calibrated)
         if convert_to_tensor:
             result: Any = scores
         elif convert_to_numpy:
-            result = scores.numpy() if len(pair_list) else np.array([])
+            result = scores.numpy()
         else:
             result = list(scores)
         return result[0] if single else result
@@ -509,3 +511,9 @@ def _st_version_tag() -> str:
     from crossencoder import __version__
 
     return f"crossencoder-{__version__}"
+
+
+def _checked_activation(fn: Callable | None) -> None:
+    """Reject a non-callable ``activation_fn`` up front (else it fails as "'str' object is not callable")."""
+    if fn is not None and not callable(fn):
+        raise TypeError(f"activation_fn must be a callable such as torch.nn.Sigmoid() or None, got {type(fn).__name__}.")
