@@ -88,6 +88,7 @@ def test_search_many_matches_single_searches(index):
     queries = ["coffee beans", "programming language"]
     many = search_many(index, queries, method="hybrid", top_k=2)
     assert [[h.id for h in hits] for hits in many] == [[h.id for h in search(index, q, top_k=2)] for q in queries]
+    assert search_many(index, [], method="hybrid") == []
 
 
 @pytest.mark.parametrize(
@@ -114,3 +115,5 @@ def test_mine_training_pairs(index):
     assert [p for _, p, _ in negatives] == [d for d in dense if not d.startswith(("Berlin", "Paris"))][:2]
     skipped = mine_training_pairs(index, queries, qrels, method="dense", num_negatives=1, skip_top=1)
     assert skipped[-1][1] == negatives[1][1]
+    with pytest.raises(ValueError, match="None of the 1 queries has judgments.*'q2'.*'q1'"):
+        mine_training_pairs(index, {"q2": "unjudged query"}, qrels)

@@ -138,6 +138,8 @@ def search_many(
             raise ValueError(f"queries[{i}] must be a non-empty string, got {query!r}.")
     if long_documents is not None and reranker is None:
         raise ValueError("long_documents applies to the re-rank stage: pass a reranker.")
+    if not queries:
+        return []
     first = _first_stage(index, queries, method, max(candidates, top_k) if reranker is None else candidates)
     if reranker is None:
         return [hits[:top_k] for hits in first]

@@ -39,7 +39,7 @@ def mine_training_pairs(
         Pairs grouped by query, judged passages first.
 
     Raises:
-        ValueError: no judgment has a positive relevance, or a count is out of range.
+        ValueError: no judgment has a positive relevance, no query has judgments, or a count is out of range.
 
     Example:
         >>> pairs = mine_training_pairs(index, {"q1": "berlin population"}, {"q1": {"d1": 2}}, num_negatives=2)
@@ -52,6 +52,10 @@ def mine_training_pairs(
     if top <= 0:
         raise ValueError("The judgments hold no positive relevance.")
     ids = [q for q in queries if q in qrels]
+    if not ids:
+        raise ValueError(f"None of the {len(queries)} queries has judgments: query ids such as "
+                         f"{next(iter(queries), None)!r} do not appear in the qrels (ids such as "
+                         f"{next(iter(qrels), None)!r}). Check that both files use the same query ids.")
     results = search_many(index, [queries[q] for q in ids], method, top_k=candidates, candidates=candidates) \
         if num_negatives else [[] for _ in ids]
     judged_ids = [d for q in ids for d in qrels[q]]
