@@ -112,7 +112,25 @@ def test_unknown_config_key_and_bad_label_are_reported(tiny_model_dir, tmp_path,
     assert code == 1 and "unknown option(s) learning_rat" in err
     bad = write_tsv(tmp_path / "bad.tsv", [("a", "b", 4.0)])
     code, _, err = run(["train", "-m", tiny_model_dir, "--train", bad, "-o", tmp_path / "r"], capsys)
-    assert code == 1 and "outside [0, 1]" in err
+    assert code == 1 and "bad.tsv: example 1 label 4.0 is outside [0, 1]" in err
+
+
+def test_example_errors_name_the_file_it_came_from(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_tsv(tmp_path / "train.tsv", [(a, b, y / 5) for a, b, y in PAIRS])
+    (tmp_path / "dev.jsonl").write_text('{"text_a": "x", "label": 1}\n')
+    cases = [
+        (["train", "-m", tiny_model_dir, "--train", "train.tsv", "--loss", "listnet", "-o", "r1"],
+         "train.tsv: example 1 is missing a field"),
+        (["train", "-m", tiny_model_dir, "--train", "train.tsv", "--eval", "dev.jsonl", "-o", "r2"],
+         "dev.jsonl: example 1 is missing a field"),
+        (["eval", "-m", tiny_model_dir, "dev.jsonl"], "dev.jsonl: Cannot tell the task: example 1"),
+        (["calibrate", "-m", tiny_model_dir, "train.tsv"], "train.tsv: example 1 label must be 0 or 1"),
+    ]
+    for argv, message in cases:
+        code, _, err = run(argv, capsys)
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()  # refused before writing anything
 
 
 def test_train_blends_teacher_bi_encoder_into_regression_labels(tiny_model_dir, tmp_path, capsys, monkeypatch):

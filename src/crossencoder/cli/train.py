@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +166,18 @@ def _load_data(path: str, header: bool = False) -> list[Any]:
     return load_examples(path, header=header)
 
 
+@contextmanager
+def _naming(path: str) -> Iterator[None]:
+    """Turn the library's "data[i] ..." errors into "PATH: example i+1 ..." so the user knows which file to fix."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        message, found = re.subn(r"\bdata\[(\d+)\]", lambda m: f"example {int(m.group(1)) + 1}", str(exc), count=1)
+        if not found:
+            raise
+        raise InputError(f"{path}: {message}") from exc
+
+
 def _resolve_task(task: str, examples: list[Any]) -> str:
     from crossencoder.training.data import infer_task
 
@@ -235,13 +250,16 @@ def _print_metrics(metrics: dict[str, float], title: str) -> None:
 def run_train(args: argparse.Namespace) -> int:
     o = _train_options(args)
     train_examples = _load_data(o["train"])
-    task = _resolve_task(o["task"], train_examples)
-    if task == "regression":
-        train_examples = _scale(train_examples, float(o["label_scale"]))
-    data_name = Path(o["train"]).name
-    if o["teacher_bi_encoder"]:
-        train_examples = _blend_teacher(train_examples, task, o["teacher_bi_encoder"], float(o["teacher_weight"]))
-        data_name += f" (labels blended with {o['teacher_bi_encoder']} bi-encoder cosine, weight {o['teacher_weight']})"
+    with _naming(o["train"]):
+        task = _resolve_task(o["task"], train_examples)
+        if task == "regression":
+            train_examples = _scale(train_examples, float(o["label_scale"]))
+        data_name = Path(o["train"]).name
+        if o["teacher_bi_encoder"]:
+            train_examples = _blend_teacher(train_examples, task, o["teacher_bi_encoder"], float(o["teacher_weight"]))
+            data_name += (f" (labels blended with {o['teacher_bi_encoder']} bi-encoder cosine, "
+                          f"weight {o['teacher_weight']})")
+        names = _class_names(train_examples) if task == "classification" else None
     eval_examples = _load_data(o["eval"]) if o["eval"] else None
 
     from transformers import set_seed
@@ -250,7 +268,6 @@ def run_train(args: argparse.Namespace) -> int:
     from crossencoder.training import Trainer, TrainingArguments
 
     set_seed(int(o["seed"]))  # a fresh head is initialised when the model loads
-    names = _class_names(train_examples) if task == "classification" else None
     num_labels = len(names) if names else 1
     model = CrossEncoder(o["model"], num_labels=num_labels, max_length=o["max_length"], device=o["device"],
                          trust_remote_code=bool(o["trust_remote_code"]))
@@ -259,7 +276,10 @@ def run_train(args: argparse.Namespace) -> int:
             model.config.id2label = dict(enumerate(names))
             model.config.label2id = {n: i for i, n in enumerate(names)}
     loss = o["loss"] or {"regression": "bce", "classification": "ce", "ranking": "mnrl"}[task]
-    evaluator = _make_evaluator(task, eval_examples, name=Path(o["eval"]).name) if eval_examples else None
+    evaluator = None
+    if eval_examples:
+        with _naming(o["eval"]):
+            evaluator = _make_evaluator(task, eval_examples, name=Path(o["eval"]).name)
     training_args = TrainingArguments(
         output_dir=o["output_dir"], num_epochs=o["epochs"], max_steps=o["max_steps"], batch_size=o["batch_size"],
         gradient_accumulation_steps=o["gradient_accumulation_steps"], learning_rate=float(o["learning_rate"]),
@@ -271,7 +291,9 @@ def run_train(args: argparse.Namespace) -> int:
         resume=bool(o["resume"]), overwrite_output_dir=bool(o["overwrite_output_dir"]),
         train_data_name=data_name,
     )
-    result = Trainer(model, train_examples, loss=loss, evaluator=evaluator, args=training_args).train()
+    with _naming(o["train"]):
+        trainer = Trainer(model, train_examples, loss=loss, evaluator=evaluator, args=training_args)
+    result = trainer.train()
     if args.json:
         print(json.dumps({"model_path": str(result.model_path), "task": task, "loss": loss,
                           "global_step": result.global_step, "training_loss": result.training_loss,
@@ -285,8 +307,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     examples = _load_data(args.file, header=args.header)
-    task = _resolve_task(args.task, examples)
-    evaluator = _make_evaluator(task, examples, name=Path(args.file).name, batch_size=args.batch_size)
+    with _naming(args.file):
+        task = _resolve_task(args.task, examples)
+        evaluator = _make_evaluator(task, examples, name=Path(args.file).name, batch_size=args.batch_size)
     model = load_model(args)
     metrics = evaluator(model)
     if args.json:
@@ -305,7 +328,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     model = load_model(args)
     if args.output is None and not os.path.isdir(args.model):
         raise InputError(f"{args.model} is not a local folder: pass --output DIR to save the calibrated model.")
-    report = calibrate(model, examples, method=args.method, batch_size=args.batch_size, n_bins=args.bins)
+    with _naming(args.file):
+        report = calibrate(model, examples, method=args.method, batch_size=args.batch_size, n_bins=args.bins)
     if args.output:
         with atomic_dir(args.output) as tmp:
             model.save(tmp)

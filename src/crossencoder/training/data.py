@@ -110,7 +110,7 @@ def infer_task(examples: Sequence[Any]) -> Task:
     try:
         label = to_labelled_pair(first, 0).label
     except (TypeError, ValueError) as exc:
-        raise DataFormatError(f"Cannot tell the task from the first example: {exc}") from None
+        raise DataFormatError(f"Cannot tell the task: {exc}") from None
     if isinstance(label, str):
         try:
             float(label)

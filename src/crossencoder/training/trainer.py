@@ -295,11 +295,15 @@ class Trainer:
         """Run training; return the final metrics and where the model folder was written.
 
         Raises:
+            OSError: ``output_dir`` cannot be created.
             ValueError: ``output_dir`` holds checkpoints of a different run (other data or batch settings), or
                 holds checkpoints while ``resume=False`` and ``overwrite_output_dir=False``.
         """
         args = self.args
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"Cannot create output_dir {str(self.output_dir)!r}: {exc.strerror or exc}.") from exc
         recover_dir(self.output_dir / "best-model")
         self._seed_everything(args.seed)
         model = self.model.model
