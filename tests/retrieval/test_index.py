@@ -73,6 +73,9 @@ def test_existing_output_needs_overwrite(tmp_path, corpus_path, tiny_model_dir):
     smaller = write_jsonl(tmp_path / "small.jsonl", DOCS[:2])
     assert build_index(smaller, out, bi_encoder=encoder, overwrite=True, show_progress_bar=False).count == 2
     assert Index.open(out).count == 2
+    with pytest.raises(IndexFolderError, match="is a file, not a folder"):
+        build_index(smaller, corpus_path, bi_encoder=encoder, overwrite=True, show_progress_bar=False)
+    assert corpus_path.read_text().count("\n") == len(DOCS)  # the file it was pointed at is untouched
 
 
 class _CountingEncoder(BiEncoder):

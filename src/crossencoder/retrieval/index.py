@@ -152,7 +152,7 @@ def build_index(
 
     Raises:
         InputError: bad corpus (names file and line).
-        IndexFolderError: ``out_dir`` exists and ``overwrite`` is False, or a bad ``index_type``.
+        IndexFolderError: ``out_dir`` is a file, or exists and ``overwrite`` is False, or a bad ``index_type``.
 
     Example:
         >>> index = build_index("corpus.jsonl", "my-index")
@@ -165,6 +165,8 @@ def build_index(
     if index_type not in ("flat", "hnsw"):
         raise IndexFolderError(f"index_type must be 'flat' or 'hnsw', got {index_type!r}.")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise IndexFolderError(f"{out} is a file, not a folder; choose a folder for the index.")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise IndexFolderError(f"{out} already exists and is not empty; choose another folder or overwrite it.")
     documents = read_corpus(corpus_path)
