@@ -60,6 +60,10 @@ def test_search_json_with_rerank_matches_the_library(cli_index, tiny_model_dir, 
     assert [r["id"] for r in rows] == [h.id for h in expected] and [r["rank"] for r in rows] == [1, 2]
     assert rows[0]["scores"]["rerank"] == pytest.approx(expected[0].score, abs=1e-5)
     assert {"bm25", "dense", "hybrid", "rerank"} >= set(rows[0]["scores"]) >= {"hybrid", "rerank"}
+    code, out, _ = run(["search", cli_index, "berlin population", "--rerank-model", tiny_model_dir, "--top-k", "2",
+                        "--candidates", "3", "--json", "--fuse"], capsys)
+    fused = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(fused) == 2 and all(r["score"] == r["scores"]["fused"] for r in fused)
 
 
 def test_mine_writes_training_pairs(cli_index, tmp_path, capsys):
@@ -85,6 +89,8 @@ def test_beir_table_and_json(tmp_path, tiny_model_dir, capsys):
     assert code == 0
     table = json.loads(out)
     assert list(table) == ["bm25", "dense", "hybrid", "bm25 + rerank", "dense + rerank", "hybrid + rerank"]
+    code, out, _ = run([*common, "--rerank-model", tiny_model_dir, "--json", "--fuse"], capsys)
+    assert code == 0 and "dense + rerank + fusion" in json.loads(out)
     assert table["bm25"] == {"ndcg@10": 1.0, "mrr@10": 1.0, "recall@100": 1.0}
     assert Index.open(tmp_path / "idx").count == 3  # built once, then reused
     code, out, _ = run(common, capsys)
@@ -106,6 +112,7 @@ def test_beir_refuses_an_index_of_another_corpus(tmp_path, cli_index, capsys):
         (["search", "{missing}", "q"], "no such index folder"),
         (["search", "{index}", "q", "--top-k", "0"], "--top-k must be a positive integer"),
         (["search", "{index}", "q", "--long-documents", "max"], "--long-documents needs --rerank-model"),
+        (["search", "{index}", "q", "--fuse"], "--fuse needs --rerank-model"),
         (["index", "{bad}", "--out", "{out}"], "bad.jsonl:2: duplicate id 'a'"),
         (["index", "{empty}", "--out", "{out}"], "the corpus is empty"),
     ],

@@ -8,7 +8,15 @@ from retrieval_helpers import DOCS, write_jsonl
 from crossencoder import CrossEncoder
 from crossencoder.cli.common import InputError
 from crossencoder.evaluation import ranking_metrics
-from crossencoder.retrieval import Index, evaluate, format_table, load_beir, read_qrels, search_many
+from crossencoder.retrieval import (
+    Index,
+    evaluate,
+    format_table,
+    fuse_with_first_stage,
+    load_beir,
+    read_qrels,
+    search_many,
+)
 
 QUERIES = [{"_id": "q1", "text": "Berlin population inhabitants"}, {"_id": "q2", "text": "coffee beans brewed"},
            {"_id": "q3", "text": "not judged"}]
@@ -44,6 +52,12 @@ def test_evaluate_table(beir_dir, index_dir, minilm_bi_encoder, tiny_model_dir):
     assert table["hybrid + rerank"] == {m: pytest.approx(expected[m]) for m in ("ndcg@10", "mrr@10", "recall@100")}
     text = format_table(table)
     assert "| hybrid + rerank |" in text and "NDCG@10" in text and "100.0" in text
+    fused_table = evaluate(index, data.queries, data.qrels, reranker=reranker, rerank_methods=["hybrid"], fusion=True)
+    assert list(fused_table)[-2:] == ["hybrid + rerank", "hybrid + rerank + fusion"]
+    fused_run = {q: {h.id: h.score for h in fuse_with_first_stage(hs, "hybrid")} for q, hs in zip(data.queries, hits)}
+    expected = ranking_metrics(data.qrels, fused_run, k=10, recall_at=(100,))
+    metrics = ("ndcg@10", "mrr@10", "recall@100")
+    assert fused_table["hybrid + rerank + fusion"] == {m: pytest.approx(expected[m]) for m in metrics}
 
 
 def test_evaluate_counts_only_the_given_queries(index_dir, minilm_bi_encoder):

@@ -6,7 +6,15 @@ import pytest
 from retrieval_helpers import DOCS
 
 from crossencoder import CrossEncoder
-from crossencoder.retrieval import Index, mine_training_pairs, reciprocal_rank_fusion, search, search_many
+from crossencoder.retrieval import (
+    Hit,
+    Index,
+    fuse_with_first_stage,
+    mine_training_pairs,
+    reciprocal_rank_fusion,
+    search,
+    search_many,
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +68,30 @@ def test_rerank_orders_candidates_by_cross_encoder(index, tiny_model_dir):
     assert [h.id for h in hits] == expected
     for hit in hits:
         assert hit.score == pytest.approx(hit.scores["rerank"]) and "dense" in hit.scores
+
+
+def test_fuse_with_first_stage_by_hand():
+    # First stage order a, b, c; re-ranker order c, a, b.
+    hits = [Hit(i, "", "", r, {"dense": d, "rerank": r}) for i, d, r in [("c", 0.1, 9.0), ("a", 0.9, 5.0),
+                                                                         ("b", 0.5, 1.0)]]
+    fused = fuse_with_first_stage(hits, "dense")
+    assert [h.id for h in fused] == ["a", "c", "b"]  # a: 1/61 + 1/62 beats c: 1/61 + 1/63
+    assert fused[0].score == fused[0].scores["fused"] == pytest.approx(1 / 61 + 1 / 62)
+    assert fused[2].score == pytest.approx(1 / 62 + 1 / 63) and fused[0].scores["rerank"] == 5.0
+    assert [h.score for h in hits] == [9.0, 5.0, 1.0]  # the inputs are not modified
+    with pytest.raises(ValueError, match="method must be one of"):
+        fuse_with_first_stage(hits, "rerank")
+
+
+def test_search_with_fusion_uses_every_candidate(index, tiny_model_dir):
+    reranker = CrossEncoder(tiny_model_dir)
+    query = "berlin population"
+    reranked = search(index, query, method="dense", top_k=6, candidates=6, reranker=reranker)
+    fused = search(index, query, method="dense", top_k=2, candidates=6, reranker=reranker, fuse_first_stage=True)
+    assert [h.id for h in fused] == [h.id for h in fuse_with_first_stage(reranked, "dense")][:2]
+    assert all(h.score == h.scores["fused"] and "rerank" in h.scores for h in fused)
+    with pytest.raises(ValueError, match="pass a reranker"):
+        search(index, query, fuse_first_stage=True)
 
 
 def test_rerank_only_sees_the_candidates(index, tiny_model_dir):

@@ -24,6 +24,9 @@ def _add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--long-documents", choices=["max", "mean", "first"],
                        help="score passages longer than the window in overlapping windows (default: truncate)")
     group.add_argument("--device", help="cpu, cuda, mps (default: best available)")
+    group.add_argument("--fuse", action="store_true",
+                       help="rank by reciprocal-rank fusion of the re-ranker and the first stage (search); add "
+                            "'+ fusion' rows (beir)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -100,8 +103,8 @@ def _reranker(args: argparse.Namespace):
     from crossencoder import CrossEncoder
 
     if args.rerank_model is None:
-        if args.long_documents:
-            raise InputError("--long-documents needs --rerank-model.")
+        if args.long_documents or args.fuse:
+            raise InputError(f"--{'long-documents' if args.long_documents else 'fuse'} needs --rerank-model.")
         return None
     return CrossEncoder(args.rerank_model, max_length=args.max_length, device=args.device)
 
@@ -130,7 +133,8 @@ def run_search(args: argparse.Namespace) -> int:
         raise InputError("The query is empty.")
     index = Index.open(args.index, verify=False)
     hits = search(index, args.query, method=args.method, top_k=args.top_k, candidates=args.candidates,
-                  reranker=_reranker(args), batch_size=args.batch_size, long_documents=args.long_documents)
+                  reranker=_reranker(args), batch_size=args.batch_size, long_documents=args.long_documents,
+                  fuse_first_stage=args.fuse)
     out = sys.stdout
     for rank, hit in enumerate(hits, start=1):
         if args.json:
@@ -174,7 +178,7 @@ def run_beir(args: argparse.Namespace) -> int:
             index = build_index(data.corpus_path, folder, bi_encoder=_bi_encoder(args.bi_encoder, args.device))
         with index:
             table = evaluate(index, data.queries, data.qrels, reranker=reranker, candidates=args.candidates,
-                             batch_size=args.batch_size, long_documents=args.long_documents)
+                             batch_size=args.batch_size, long_documents=args.long_documents, fusion=args.fuse)
     if args.json:
         print(json.dumps(table, indent=2))
     else:

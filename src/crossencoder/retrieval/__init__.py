@@ -11,12 +11,19 @@ from crossencoder.retrieval.beir import BeirDataset, evaluate, format_table, loa
 from crossencoder.retrieval.bi_encoder import BiEncoder, default_bi_encoder_path
 from crossencoder.retrieval.corpus import Document, read_corpus
 from crossencoder.retrieval.index import Index, IndexFolderError, build_index
-from crossencoder.retrieval.pipeline import METHODS, Hit, reciprocal_rank_fusion, search, search_many
+from crossencoder.retrieval.pipeline import (
+    METHODS,
+    Hit,
+    fuse_with_first_stage,
+    reciprocal_rank_fusion,
+    search,
+    search_many,
+)
 from crossencoder.retrieval.training_data import mine_training_pairs
 
 __all__ = [
     "METHODS", "BeirDataset", "BiEncoder", "Document", "Hit", "Index", "IndexFolderError", "build_index",
     "default_bi_encoder_path", "evaluate", "format_table", "load_beir", "mine_training_pairs", "read_corpus",
     "read_qrels", "read_queries",
-    "reciprocal_rank_fusion", "search", "search_many",
+    "fuse_with_first_stage", "reciprocal_rank_fusion", "search", "search_many",
 ]

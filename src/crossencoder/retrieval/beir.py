@@ -13,7 +13,7 @@ from crossencoder.files import InputError, parse_json_line, pick_text, read_line
 from crossencoder.evaluation.metrics import ranking_metrics
 from crossencoder.model.windows import Aggregation
 from crossencoder.retrieval.index import Index
-from crossencoder.retrieval.pipeline import METHODS, search_many
+from crossencoder.retrieval.pipeline import METHODS, Hit, fuse_with_first_stage, search_many
 
 if TYPE_CHECKING:
     from crossencoder.model.cross_encoder import CrossEncoder
@@ -119,6 +119,7 @@ def evaluate(
     batch_size: int = 32,
     long_documents: Aggregation | None = None,
     show_progress_bar: bool | None = None,
+    fusion: bool = False,
 ) -> dict[str, dict[str, float]]:
     """NDCG@10, MRR@10 and Recall@100 of each retrieval method, and of each followed by re-ranking.
 
@@ -132,6 +133,9 @@ def evaluate(
         candidates: First-stage depth (at least 100 so Recall@100 is meaningful).
         batch_size, long_documents: Re-ranking options (see :func:`~crossencoder.retrieval.search`).
         show_progress_bar: Progress bar over queries while re-ranking.
+        fusion: Also add a ``"<method> + rerank + fusion"`` row per re-ranked method: the re-ranker's and the
+            first stage's rankings fused by reciprocal rank (:func:`~crossencoder.retrieval.fuse_with_first_stage`;
+            the same cross-encoder scores, no extra model calls).
 
     Returns:
         ``{row name: {"ndcg@10", "mrr@10", "recall@100"}}`` in table order.
@@ -151,13 +155,21 @@ def evaluate(
     if reranker is not None:
         reranked = methods if rerank_methods is None else rerank_methods
         stages += [(f"{m} + rerank", m, reranker) for m in reranked]
+    if fusion and reranker is None:
+        raise ValueError("fusion fuses the re-ranker with the first stage: pass a reranker.")
+
+    def score(name: str, results: list[list[Hit]]) -> None:
+        run = {q: {hit.id: hit.score for hit in hits} for q, hits in zip(ids, results)}
+        values = ranking_metrics(qrels, run, k=10, recall_at=(100,))
+        table[name] = {metric: values[metric] for metric in METRICS}
+
     for name, method, model in stages:
         results = search_many(index, texts, method, top_k=candidates, candidates=candidates, reranker=model,
                               batch_size=batch_size, long_documents=long_documents,
                               show_progress_bar=show_progress_bar)
-        run = {q: {hit.id: hit.score for hit in hits} for q, hits in zip(ids, results)}
-        values = ranking_metrics(qrels, run, k=10, recall_at=(100,))
-        table[name] = {metric: values[metric] for metric in METRICS}
+        score(name, results)
+        if model is not None and fusion:
+            score(f"{name} + fusion", [fuse_with_first_stage(hits, method) for hits in results])
     return table
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from tqdm.auto import tqdm
@@ -28,7 +28,8 @@ class Hit:
     Attributes:
         id, title, text: The document.
         score: Its score at the last stage (the ranking key).
-        scores: Score per stage that saw it: ``bm25``, ``dense``, ``hybrid`` (fused), ``rerank``.
+        scores: Score per stage that saw it: ``bm25``, ``dense``, ``hybrid`` (fused), ``rerank``, and ``fused``
+            (re-ranker and first stage fused; see :func:`fuse_with_first_stage`).
         window, window_span: With ``long_documents``, the best-scoring window and its character span.
     """
 
@@ -97,19 +98,51 @@ def _first_stage(index: Index, queries: Sequence[str], method: str, candidates: 
     return results
 
 
+def fuse_with_first_stage(reranked: Sequence[Hit], method: str, k: int = RRF_K) -> list[Hit]:
+    """Re-order re-ranked hits by reciprocal-rank fusion of the re-ranker's ranking and the first stage's.
+
+    A re-ranker fine-tuned on little data can be good at some queries and worse than a strong first stage at
+    others; fusing the two rankings keeps what each gets right (see the MS MARCO-sample figures in
+    docs/benchmarks.md). Hits missing from either ranking only get that ranking's share.
+
+    Args:
+        reranked: Hits that carry both ``scores["rerank"]`` and ``scores[method]``, e.g. from
+            :func:`search_many` with a ``reranker`` and ``top_k=candidates``.
+        method: The first stage the hits came from (``"bm25"``, ``"dense"`` or ``"hybrid"``).
+        k: RRF damping constant.
+
+    Returns:
+        The hits best first, each with ``score`` and ``scores["fused"]`` set to its fused score.
+
+    Example:
+        >>> fused = fuse_with_first_stage(search(index, "berlin population", method="dense", reranker=model,
+        ...                                      top_k=100), method="dense")
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
+    by_stage = [sorted((h for h in reranked if key in h.scores), key=lambda h: -h.scores[key])
+                for key in ("rerank", method)]
+    position = {id(h): h for h in reranked}
+    fused = reciprocal_rank_fusion([[(id(h), 0.0) for h in ranking] for ranking in by_stage], k)
+    return [replace(position[key], score=score, scores={**position[key].scores, "fused": score})
+            for key, score in fused]
+
+
 def _rerank(query: str, hits: list[Hit], reranker: CrossEncoder, top_k: int, batch_size: int,
-            long_documents: Aggregation | None, stride: int | None) -> list[Hit]:
+            long_documents: Aggregation | None, stride: int | None, fuse_method: str | None) -> list[Hit]:
     if not hits:
         return []
-    ranked = reranker.rank(query, [h.content for h in hits], top_k=top_k, batch_size=batch_size,
-                           show_progress_bar=False, long_documents=long_documents, stride=stride)
+    # Fusion needs the re-ranker's order of every candidate, not only its top_k.
+    ranked = reranker.rank(query, [h.content for h in hits], top_k=None if fuse_method else top_k,
+                           batch_size=batch_size, show_progress_bar=False, long_documents=long_documents,
+                           stride=stride)
     out = []
     for result in ranked:
         hit = hits[result["corpus_id"]]
         score = float(result["score"])
         out.append(Hit(hit.id, hit.title, hit.text, score, {**hit.scores, "rerank": score},
                        result.get("window"), result.get("window_span")))
-    return out
+    return fuse_with_first_stage(out, fuse_method)[:top_k] if fuse_method else out
 
 
 def search_many(
@@ -123,6 +156,7 @@ def search_many(
     long_documents: Aggregation | None = None,
     stride: int | None = None,
     show_progress_bar: bool | None = None,
+    fuse_first_stage: bool = False,
 ) -> list[list[Hit]]:
     """Search an index for several queries; see :func:`search`. Queries are embedded and retrieved in batches.
 
@@ -138,6 +172,8 @@ def search_many(
             raise ValueError(f"queries[{i}] must be a non-empty string, got {query!r}.")
     if long_documents is not None and reranker is None:
         raise ValueError("long_documents applies to the re-rank stage: pass a reranker.")
+    if fuse_first_stage and reranker is None:
+        raise ValueError("fuse_first_stage fuses the re-ranker with the first stage: pass a reranker.")
     if not queries:
         return []
     first = _first_stage(index, queries, method, max(candidates, top_k) if reranker is None else candidates)
@@ -145,7 +181,7 @@ def search_many(
         return [hits[:top_k] for hits in first]
     disable = None if show_progress_bar is None else not show_progress_bar
     return [
-        _rerank(query, hits, reranker, top_k, batch_size, long_documents, stride)
+        _rerank(query, hits, reranker, top_k, batch_size, long_documents, stride, method if fuse_first_stage else None)
         for query, hits in tqdm(list(zip(queries, first)), desc="Re-ranking", unit="query", disable=disable)
     ]
 
@@ -160,6 +196,7 @@ def search(
     batch_size: int = 32,
     long_documents: Aggregation | None = None,
     stride: int | None = None,
+    fuse_first_stage: bool = False,
 ) -> list[Hit]:
     """Search an index: retrieve ``candidates`` with BM25, dense or hybrid, then optionally re-rank them.
 
@@ -176,12 +213,15 @@ def search(
         batch_size: Pairs per cross-encoder batch.
         long_documents, stride: Passed to :meth:`CrossEncoder.rank` (``"max"``, ``"mean"``, ``"first"``): long
             passages are scored window by window and hits report ``window`` / ``window_span``.
+        fuse_first_stage: Rank the candidates by reciprocal-rank fusion of the re-ranker's and the first stage's
+            rankings (:func:`fuse_with_first_stage`) instead of by the re-ranker alone.
 
     Returns:
         Best-first :class:`Hit` list (id, title, text, final score, score per stage).
 
     Raises:
-        ValueError: empty query, unknown method, non-positive ``top_k`` / ``candidates``.
+        ValueError: empty query, unknown method, non-positive ``top_k`` / ``candidates``, re-rank options
+            without a ``reranker``.
 
     Example:
         >>> index = Index.open("my-index")
@@ -190,4 +230,4 @@ def search(
         ('d1', {'bm25': 7.1, 'dense': 0.62, 'hybrid': 0.033, 'rerank': 0.98})
     """
     return search_many(index, [query], method, top_k, candidates, reranker, batch_size, long_documents, stride,
-                       show_progress_bar=False)[0]
+                       show_progress_bar=False, fuse_first_stage=fuse_first_stage)[0]
