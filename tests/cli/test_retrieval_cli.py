@@ -78,6 +78,28 @@ def test_mine_writes_training_pairs(cli_index, tmp_path, capsys):
     assert rows[0] == {"query": "berlin population", "passage": "Berlin " + DOCS[0]["text"], "label": 1.0}
     assert [r["label"] for r in rows[1:]] == [0.0, 0.0] and not (tmp_path / "train.jsonl.tmp").exists()
 
+    lists_file = tmp_path / "lists.jsonl"
+    code, _, err = run(["mine", cli_index, "--queries", queries, "--qrels", qrels, "--out", lists_file,
+                        "--num-negatives", "2", "--group-size", "3"], capsys)
+    assert code == 0 and "wrote 1 lists (3 pairs)" in err
+    (listwise,) = [json.loads(line) for line in lists_file.read_text().splitlines()]
+    assert sorted(zip(listwise["labels"], listwise["documents"])) == sorted((r["label"], r["passage"]) for r in rows)
+    code, _, err = run(["mine", cli_index, "--queries", queries, "--qrels", qrels, "--out", lists_file,
+                        "--group-size", "1"], capsys)
+    assert code == 1 and "--group-size must be at least 2" in err
+
+
+def test_mined_lists_train_with_listnet(cli_index, tiny_model_dir, tmp_path, capsys):
+    lists = write_jsonl(tmp_path / "lists.jsonl", [{"query": "berlin", "documents": ["Berlin is big", "Cats purr"],
+                                                     "labels": [1.0, 0.0]}])
+    common = ["train", "-m", tiny_model_dir, "--train", lists, "--max-steps", "1"]
+    code, out, _ = run([*common, "--loss", "listnet", "--label-temperature", "0.25", "-o", tmp_path / "r", "--json"],
+                       capsys)
+    assert code == 0 and json.loads(out)["loss"] == "listnet"
+    assert "label_temperature" in (tmp_path / "r" / "final" / "README.md").read_text()
+    code, _, err = run([*common, "--label-temperature", "0.25", "-o", tmp_path / "r2"], capsys)
+    assert code == 1 and "--label-temperature applies to --loss listnet, not mnrl" in err
+
 
 def test_beir_table_and_json(tmp_path, tiny_model_dir, capsys):
     write_jsonl(tmp_path / "corpus.jsonl", DOCS)

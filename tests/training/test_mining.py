@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crossencoder.training import flatten_ranking, mine_hard_negatives
+from crossencoder.training import flatten_ranking, group_pairs, mine_hard_negatives
 
 
 class VectorEncoder:
@@ -71,3 +71,14 @@ def test_input_errors():
 def test_flatten_ranking_for_pointwise_losses():
     assert flatten_ranking([("q", "pos", "neg"), ("q2", ["a", "b"], [0, 2])]) == [
         ("q", "pos", 1.0), ("q", "neg", 0.0), ("q2", "a", 0.0), ("q2", "b", 2.0)]
+
+
+def test_group_pairs_is_the_inverse_of_flatten_ranking():
+    pairs = [("q1", f"d{i}", float(i % 3)) for i in range(10)] + [("q2", "x", 1.0), ("q2", "y", 1.0), ("q3", "z", 0.0)]
+    groups = group_pairs(pairs, group_size=4, seed=3)
+    assert [len(docs) for q, docs, _ in groups if q == "q1"] == [4, 4, 2]  # 10 pairs cut into lists of <= 4
+    assert sorted(flatten_ranking(groups)) == sorted(pairs[:10])  # q2: equal labels, q3: one document -> dropped
+    assert groups == group_pairs(pairs, group_size=4, seed=3) != group_pairs(pairs, group_size=4, seed=4)
+    with pytest.raises(ValueError, match="at least 2"):
+        group_pairs(pairs, group_size=1)
+

@@ -75,6 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mine.add_argument("--num-negatives", type=int, default=10, help="negatives per query (default 10)")
     mine.add_argument("--skip-top", type=int, default=0, help="skip the first N unjudged hits (likely positives)")
     mine.add_argument("--candidates", type=int, default=100, help="retrieval depth (default 100)")
+    mine.add_argument("--group-size", type=int,
+                      help="write listwise samples for `train --loss listnet` instead of pairs: each query's pairs "
+                           "shuffled and cut into lists of this many documents (JSONL query, documents, labels)")
+    mine.add_argument("--seed", type=int, default=0, help="shuffle seed for --group-size (default 0)")
     mine.set_defaults(func=run_mine)
 
     beir = subparsers.add_parser(
@@ -148,15 +152,24 @@ def run_mine(args: argparse.Namespace) -> int:
     from crossencoder.retrieval import Index, mine_training_pairs, read_qrels, read_queries
 
     _check_positive(candidates=args.candidates)
+    if args.group_size is not None and args.group_size < 2:
+        raise InputError(f"--group-size must be at least 2, got {args.group_size}.")
     index = Index.open(args.index, verify=False)
     pairs = mine_training_pairs(index, read_queries(args.queries), read_qrels(args.qrels), method=args.method,
                                 num_negatives=args.num_negatives, skip_top=args.skip_top, candidates=args.candidates)
+    if args.group_size is not None:
+        from crossencoder.training import group_pairs
+
+        rows = [{"query": q, "documents": docs, "labels": labels}
+                for q, docs, labels in group_pairs(pairs, args.group_size, args.seed)]
+        what = f"{len(rows)} lists ({len(pairs)} pairs)"
+    else:
+        rows = [{"query": query, "passage": passage, "label": label} for query, passage, label in pairs]
+        what = f"{len(rows)} pairs"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, "".join(
-        json.dumps({"query": query, "passage": passage, "label": label}, ensure_ascii=False) + "\n"
-        for query, passage, label in pairs))
-    print(f"wrote {len(pairs)} pairs to {out}", file=sys.stderr)
+    write_text_atomic(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    print(f"wrote {what} to {out}", file=sys.stderr)
     return 0
 
 

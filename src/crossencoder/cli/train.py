@@ -22,7 +22,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "eval_steps": None, "save_steps": None, "save_total_limit": 2, "metric_for_best_model": None,
     "early_stopping_patience": None, "load_best_model_at_end": True, "mixed_precision": "auto", "resume": True,
     "overwrite_output_dir": False, "max_length": None, "device": None, "trust_remote_code": False,
-    "teacher_bi_encoder": None, "teacher_weight": 0.5,
+    "teacher_bi_encoder": None, "teacher_weight": 0.5, "label_temperature": None,
 }
 
 TRAIN_EPILOG = """\
@@ -60,6 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--loss", default=s,
                        help="bce, ce, mse, margin_mse, mnrl, listnet (default: bce / ce / mnrl by task)")
     train.add_argument("--label-scale", type=float, default=s, help="divide regression labels by this (STS: 5)")
+    train.add_argument("--label-temperature", type=float, default=s,
+                       help="listnet: divide the labels by this before their softmax; smaller = a sharper target "
+                            "(default 1)")
     train.add_argument("--epochs", type=int, default=s)
     train.add_argument("--max-steps", type=int, default=s, help="stop after N optimizer steps")
     train.add_argument("--batch-size", type=int, default=s)
@@ -178,6 +181,17 @@ def _naming(path: str) -> Iterator[None]:
         raise InputError(f"{path}: {message}") from exc
 
 
+def _loss(name: str, label_temperature: float | None) -> Any:
+    """The loss name, or a ListNetLoss with the asked label temperature (the only loss option on the command line)."""
+    if label_temperature is None:
+        return name
+    from crossencoder.training.losses import ListNetLoss, get_loss
+
+    if not isinstance(get_loss(name), ListNetLoss):
+        raise InputError(f"--label-temperature applies to --loss listnet, not {name}.")
+    return ListNetLoss(label_temperature=float(label_temperature))
+
+
 def _resolve_task(task: str, examples: list[Any]) -> str:
     from crossencoder.training.data import infer_task
 
@@ -276,6 +290,7 @@ def run_train(args: argparse.Namespace) -> int:
             model.config.id2label = dict(enumerate(names))
             model.config.label2id = {n: i for i, n in enumerate(names)}
     loss = o["loss"] or {"regression": "bce", "classification": "ce", "ranking": "mnrl"}[task]
+    loss_fn = _loss(loss, o["label_temperature"])
     evaluator = None
     if eval_examples:
         with _naming(o["eval"]):
@@ -292,7 +307,7 @@ def run_train(args: argparse.Namespace) -> int:
         train_data_name=data_name,
     )
     with _naming(o["train"]):
-        trainer = Trainer(model, train_examples, loss=loss, evaluator=evaluator, args=training_args)
+        trainer = Trainer(model, train_examples, loss=loss_fn, evaluator=evaluator, args=training_args)
     result = trainer.train()
     if args.json:
         print(json.dumps({"model_path": str(result.model_path), "task": task, "loss": loss,

@@ -20,7 +20,7 @@ from crossencoder.training.losses import (
     MultipleNegativesRankingLoss,
     get_loss,
 )
-from crossencoder.training.mining import flatten_ranking, mine_hard_negatives
+from crossencoder.training.mining import flatten_ranking, group_pairs, mine_hard_negatives
 from crossencoder.training.trainer import Trainer, TrainingArguments, TrainOutput
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "calibrate",
     "fit_calibration",
     "flatten_ranking",
+    "group_pairs",
     "get_loss",
     "mine_hard_negatives",
     "save_calibration",

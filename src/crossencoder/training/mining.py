@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -121,3 +122,47 @@ def flatten_ranking(data: Sequence[Any]) -> list[tuple[str, str, float]]:
 
     return [(s.query, d, y) for i, x in enumerate(data) for s in [to_ranking_sample(x, i)]
             for d, y in zip(s.documents, s.labels)]
+
+
+def group_pairs(
+    pairs: Sequence[tuple[str, str, float]], group_size: int = 16, seed: int = 0
+) -> list[tuple[str, list[str], list[float]]]:
+    """Turn labelled pairs into listwise samples ``(query, [documents], [labels])`` (the inverse of
+    :func:`flatten_ranking`), for :class:`~crossencoder.training.losses.ListNetLoss`.
+
+    Each query's pairs are shuffled (seeded) and cut into lists of at most ``group_size`` documents, so every pair
+    is used once per epoch; lists of one document (nothing to rank against) and lists whose labels are all equal
+    (no signal for a listwise loss) are dropped.
+
+    Args:
+        pairs: ``(query, document, label)`` triples, e.g. from
+            :func:`~crossencoder.retrieval.mine_training_pairs`.
+        group_size: Documents per list (at least 2); larger lists cost more memory per step.
+        seed: Seed of the shuffle.
+
+    Returns:
+        Listwise samples, queries in order of first appearance.
+
+    Raises:
+        ValueError: ``group_size`` < 2.
+
+    Example:
+        >>> group_pairs([("q", "a", 1.0), ("q", "b", 0.0), ("q", "c", 0.5)], group_size=3)
+        [('q', ['a', 'c', 'b'], [1.0, 0.5, 0.0])]
+    """
+    if group_size < 2:
+        raise ValueError(f"group_size must be at least 2, got {group_size}.")
+    by_query: dict[str, list[tuple[str, float]]] = {}
+    for query, document, label in pairs:
+        by_query.setdefault(query, []).append((document, float(label)))
+    rng = random.Random(seed)
+    out: list[tuple[str, list[str], list[float]]] = []
+    for query, items in by_query.items():
+        items = items[:]
+        rng.shuffle(items)
+        for start in range(0, len(items), group_size):
+            chunk = items[start:start + group_size]
+            if len(chunk) > 1 and len({label for _, label in chunk}) > 1:
+                out.append((query, [d for d, _ in chunk], [label for _, label in chunk]))
+    return out
+
