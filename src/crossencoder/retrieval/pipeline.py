@@ -120,12 +120,10 @@ def fuse_with_first_stage(reranked: Sequence[Hit], method: str, k: int = RRF_K) 
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
-    by_stage = [sorted((h for h in reranked if key in h.scores), key=lambda h: -h.scores[key])
-                for key in ("rerank", method)]
-    position = {id(h): h for h in reranked}
-    fused = reciprocal_rank_fusion([[(id(h), 0.0) for h in ranking] for ranking in by_stage], k)
-    return [replace(position[key], score=score, scores={**position[key].scores, "fused": score})
-            for key, score in fused]
+    rankings = [sorted((i for i, hit in enumerate(reranked) if key in hit.scores),
+                       key=lambda i: -reranked[i].scores[key]) for key in ("rerank", method)]
+    fused = reciprocal_rank_fusion([[(i, 0.0) for i in ranking] for ranking in rankings], k)
+    return [replace(reranked[i], score=score, scores={**reranked[i].scores, "fused": score}) for i, score in fused]
 
 
 def _rerank(query: str, hits: list[Hit], reranker: CrossEncoder, top_k: int, batch_size: int,
