@@ -16,12 +16,16 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.flo
            "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None`` picks cuda, then mps, then cpu; anything else is parsed by torch."""
     if device is None:
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     try:
@@ -35,8 +39,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
                              f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}). Use device='cpu'.")
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
             raise ValueError(f"Device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible.")
-    if parsed.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
-                                     and torch.backends.mps.is_available()):
+    if parsed.type == "mps" and not _mps_available():
         raise ValueError(f"Device {device!r} was asked for, but MPS is not available. Use device='cpu'.")
     return parsed
 

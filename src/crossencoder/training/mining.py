@@ -165,4 +165,3 @@ def group_pairs(
             if len(chunk) > 1 and len({label for _, label in chunk}) > 1:
                 out.append((query, [d for d, _ in chunk], [label for _, label in chunk]))
     return out
-
