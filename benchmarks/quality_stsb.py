@@ -155,11 +155,9 @@ def main() -> int:
         shutil.rmtree(output)
     shutil.copytree(result.model_path, output)
 
-    # Similarity is symmetric but the cross-encoder's input is not: also report the mean of both orders' scores.
+    # Similarity is symmetric but the cross-encoder's input is not: also report both orders averaged.
     trained = CrossEncoder(output, device=args.device)
-    symmetric = (trained.predict([(a, b) for a, b, _ in dev], batch_size=64)
-                 + trained.predict([(b, a) for a, b, _ in dev], batch_size=64)) / 2
-    sym = correlation_metrics(symmetric.tolist(), [s for _, _, s in dev])
+    sym = CorrelationEvaluator(dev, batch_size=64, symmetric=True)(trained)
     table = {
         "cross-encoder spearman": ce["spearman"], "cross-encoder pearson": ce["pearson"],
         "cross-encoder spearman, both orders averaged": sym["spearman"],

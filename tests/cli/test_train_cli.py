@@ -10,6 +10,7 @@ import torch
 
 from crossencoder import CrossEncoder
 from crossencoder.cli.main import main
+from crossencoder.evaluation import CorrelationEvaluator
 
 PAIRS = [("cats purr", "a cat purrs", 4.5), ("cats purr", "stocks fell", 0.5), ("dogs bark", "a dog barks", 5.0),
          ("dogs bark", "rain is wet", 0.0), ("birds sing", "a bird sings", 4.0), ("birds sing", "tax forms", 1.0)]
@@ -44,6 +45,11 @@ def test_train_regression_then_eval_json(tiny_model_dir, tmp_path, capsys):
     assert evaluated["task"] == "regression" and evaluated["num_examples"] == 6
     assert evaluated["metrics"] == pytest.approx(result["metrics"], abs=1e-5)
 
+    code, out, _ = run(["eval", "-m", folder, train, "--json", "--symmetric"], capsys)
+    assert code == 0
+    expected = CorrelationEvaluator(PAIRS, symmetric=True)(CrossEncoder(folder))
+    assert json.loads(out)["metrics"] == pytest.approx(expected, abs=1e-5)
+
 
 def test_train_classification_sets_label_names(tiny_model_dir, tmp_path, capsys):
     rows = [("a man eats", "someone eats", "entailment"), ("a man eats", "nobody eats", "contradiction"),
@@ -73,6 +79,8 @@ def test_train_ranking_from_config_file_with_flag_override(tiny_model_dir, tmp_p
 
     code, out, _ = run(["eval", "-m", result["model_path"], train], capsys)
     assert code == 0 and "ndcg@10" in out and "mrr@10" in out
+    code, _, err = run(["eval", "-m", result["model_path"], train, "--symmetric"], capsys)
+    assert code == 1 and "--symmetric applies to pair scores and classes" in err
 
 
 def test_calibrate_updates_model_folder_in_place(tiny_model_dir, tmp_path, capsys):

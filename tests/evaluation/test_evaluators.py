@@ -24,9 +24,11 @@ class StubModel:
         self.id2label = id2label or {i: f"LABEL_{i}" for i in range(self.num_labels)}
         self.calls = []
 
-    def predict(self, pairs, activation_fn=None, **kwargs):
+    def predict(self, pairs, activation_fn=None, symmetric=False, **kwargs):
         self.calls.append(list(pairs))
         out = np.array([self.table[tuple(p)] for p in pairs], dtype=np.float32)
+        if symmetric:
+            out = (out + np.array([self.table[(b, a)] for a, b in pairs], dtype=np.float32)) / 2
         return out[:, 0] if self.num_labels == 1 else out
 
 
@@ -36,6 +38,20 @@ def test_correlation_evaluator_uses_raw_scores_in_input_order():
     # x = [3, 1, 2], y = [5, 0.5, 4]: deviations [1, -1, 0] and [11/6, -16/6, 5/6].
     pearson = (11 / 6 + 16 / 6) / (np.sqrt(2) * np.sqrt((121 + 256 + 25) / 36))
     assert CorrelationEvaluator(data)(model) == pytest.approx({"pearson": pearson, "spearman": 1.0})
+
+
+def test_symmetric_evaluators_average_both_orders():
+    table = {("a", "b"): [3.0], ("b", "a"): [0.0], ("c", "d"): [1.0], ("d", "c"): [1.0], ("e", "f"): [2.0],
+             ("f", "e"): [2.0]}
+    data = [("a", "b", 1.0), ("c", "d", 0.0), ("e", "f", 2.0)]
+    # Gold ranks 2, 1, 3. One order gives 3, 1, 2 (ranks 3, 1, 2: Spearman 0.5); averaged 1.5, 1, 2 (Spearman 1).
+    assert CorrelationEvaluator(data)(StubModel(table))["spearman"] == pytest.approx(0.5)
+    assert CorrelationEvaluator(data, symmetric=True)(StubModel(table))["spearman"] == pytest.approx(1.0)
+    # ("a", "b") reads 3 one way and -5 the other: positive in one order, negative (-1) averaged.
+    table[("b", "a")] = [-5.0]
+    labels = [("a", "b", 0), ("e", "f", 1)]
+    assert ClassificationEvaluator(labels)(StubModel(table))["accuracy"] == 0.5
+    assert ClassificationEvaluator(labels, symmetric=True)(StubModel(table))["accuracy"] == 1.0
 
 
 def test_classification_evaluator_binary_one_label_model_thresholds_logit_at_zero():

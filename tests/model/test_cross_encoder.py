@@ -131,6 +131,22 @@ def test_activation_override_and_identity(model):
     np.testing.assert_allclose(torch.sigmoid(torch.tensor(logits)).numpy(), model.predict(PAIRS), atol=1e-6)
 
 
+def test_symmetric_averages_the_logits_of_both_orders(model, nli):
+    swapped = [(b, a) for a, b in PAIRS]
+    identity = torch.nn.Identity()
+    forward, backward = model.predict(PAIRS, activation_fn=identity), model.predict(swapped, activation_fn=identity)
+    assert not np.allclose(forward, backward, atol=1e-4)  # otherwise the test below proves nothing
+    mean = (forward + backward) / 2
+    np.testing.assert_allclose(model.predict(PAIRS, symmetric=True, activation_fn=identity), mean, atol=1e-5)
+    # The activation comes after the average, and the result no longer depends on the order.
+    np.testing.assert_allclose(model.predict(PAIRS, symmetric=True), torch.sigmoid(torch.tensor(mean)).numpy(),
+                               atol=1e-6)
+    np.testing.assert_allclose(model.predict(swapped, symmetric=True), model.predict(PAIRS, symmetric=True),
+                               atol=1e-6)
+    assert model.predict(PAIRS[0], symmetric=True) == pytest.approx(model.predict(PAIRS, symmetric=True)[0], abs=1e-6)
+    assert nli.predict(PAIRS, symmetric=True).shape == (4, 3)
+
+
 def test_classifier_rows_softmax_and_labels(nli):
     logits = nli.predict(PAIRS)
     assert logits.shape == (4, 3)

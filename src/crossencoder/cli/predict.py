@@ -56,6 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(score)
     score.add_argument("--json", action="store_true", help="one JSON object per line")
+    score.add_argument("--symmetric", action="store_true",
+                       help="score each pair in both orders and average (similarity, paraphrase; not NLI)")
     score.add_argument("file", nargs="?", default="-",
                        help="pairs file; - for stdin (default). With --ray: a Parquet/JSONL file or folder")
     ray_group = add_ray_arguments(
@@ -190,6 +192,8 @@ def run_rank(args: argparse.Namespace) -> int:
 
 def run_score(args: argparse.Namespace) -> int:
     if args.ray:
+        if args.symmetric:
+            raise InputError("--symmetric is not available with --ray.")
         return _run_on_ray(args, "score", text_columns=tuple(args.text_columns))
     _check_not_ray_only(args)
     pairs = read_pairs(args.file)
@@ -197,10 +201,10 @@ def run_score(args: argparse.Namespace) -> int:
     model = load_model(args)
     out = sys.stdout
     if model.num_labels == 1:
-        for score in model.predict(pairs, batch_size=args.batch_size).tolist():
+        for score in model.predict(pairs, batch_size=args.batch_size, symmetric=args.symmetric).tolist():
             out.write(json.dumps({"score": score}) + "\n" if args.json else f"{score:.6f}\n")
         return 0
-    probabilities = model.predict(pairs, batch_size=args.batch_size, apply_softmax=True)
+    probabilities = model.predict(pairs, batch_size=args.batch_size, apply_softmax=True, symmetric=args.symmetric)
     names = [model.id2label.get(i, str(i)) for i in range(model.num_labels)]
     for row in probabilities.tolist():
         label = names[max(range(len(row)), key=row.__getitem__)]

@@ -106,6 +106,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--task", choices=["auto", "regression", "classification", "ranking"], default="auto")
     evaluate.add_argument("--header", action="store_true", help="the TSV/CSV file has a header row")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.add_argument("--symmetric", action="store_true",
+                          help="score each pair in both orders and average (similarity, paraphrase; not ranking)")
     evaluate.set_defaults(func=run_eval)
 
     calibrate = subparsers.add_parser(
@@ -212,15 +214,17 @@ def _class_names(examples: list[Any]) -> list[str]:
     return [str(i) for i in range(int(max(ids)) + 1)]
 
 
-def _make_evaluator(task: str, examples: list[Any], name: str, batch_size: int = 32):
+def _make_evaluator(task: str, examples: list[Any], name: str, batch_size: int = 32, symmetric: bool = False):
     from crossencoder.evaluation import ClassificationEvaluator, CorrelationEvaluator, RerankingEvaluator
     from crossencoder.training.data import is_binary
 
     if task == "ranking":
+        if symmetric:
+            raise InputError("--symmetric applies to pair scores and classes, not to ranking data.")
         return RerankingEvaluator(examples, name=name, batch_size=batch_size)
     if task == "classification" or is_binary(examples):
-        return ClassificationEvaluator(examples, name=name, batch_size=batch_size)
-    return CorrelationEvaluator(examples, name=name, batch_size=batch_size)
+        return ClassificationEvaluator(examples, name=name, batch_size=batch_size, symmetric=symmetric)
+    return CorrelationEvaluator(examples, name=name, batch_size=batch_size, symmetric=symmetric)
 
 
 def _scale(examples: list[Any], scale: float) -> list[Any]:
@@ -324,7 +328,8 @@ def run_eval(args: argparse.Namespace) -> int:
     examples = _load_data(args.file, header=args.header)
     with _naming(args.file):
         task = _resolve_task(args.task, examples)
-        evaluator = _make_evaluator(task, examples, name=Path(args.file).name, batch_size=args.batch_size)
+        evaluator = _make_evaluator(task, examples, name=Path(args.file).name, batch_size=args.batch_size,
+                                    symmetric=args.symmetric)
     model = load_model(args)
     metrics = evaluator(model)
     if args.json:

@@ -19,10 +19,11 @@ if TYPE_CHECKING:
     from crossencoder import CrossEncoder
 
 
-def _logits(model: CrossEncoder, pairs: list[tuple[str, str]], batch_size: int, show_progress_bar: bool | None):
+def _logits(model: CrossEncoder, pairs: list[tuple[str, str]], batch_size: int, show_progress_bar: bool | None,
+            symmetric: bool = False):
     """Raw logits ``[n, num_labels]`` (no activation), so decisions do not depend on the model's activation."""
     out = model.predict(pairs, batch_size=batch_size, show_progress_bar=show_progress_bar,
-                        activation_fn=torch.nn.Identity(), convert_to_numpy=True)
+                        activation_fn=torch.nn.Identity(), convert_to_numpy=True, symmetric=symmetric)
     return np.asarray(out, dtype=np.float64).reshape(len(pairs), model.num_labels)
 
 
@@ -34,6 +35,7 @@ class CorrelationEvaluator:
         name: Shown in logs and model cards, e.g. ``"sts-dev"``.
         batch_size: Pairs per batch when scoring.
         show_progress_bar: As in ``CrossEncoder.predict``.
+        symmetric: Score each pair in both orders and average (``CrossEncoder.predict(symmetric=True)``).
 
     Example:
         >>> evaluator = CorrelationEvaluator([("A man eats.", "A man is eating.", 4.8), ...], name="sts-dev")
@@ -44,7 +46,7 @@ class CorrelationEvaluator:
     primary_metric = "spearman"
 
     def __init__(self, data: Sequence[Any], name: str = "", batch_size: int = 32,
-                 show_progress_bar: bool | None = None) -> None:
+                 show_progress_bar: bool | None = None, symmetric: bool = False) -> None:
         examples = [to_labelled_pair(x, i) for i, x in enumerate(data)]
         if len(examples) < 2:
             raise ValueError("CorrelationEvaluator needs at least 2 pairs.")
@@ -54,11 +56,12 @@ class CorrelationEvaluator:
             raise ValueError("CorrelationEvaluator needs numeric gold scores.") from None
         self.pairs = [(x.text_a, x.text_b) for x in examples]
         self.name, self.batch_size, self.show_progress_bar = name, batch_size, show_progress_bar
+        self.symmetric = symmetric
 
     def __call__(self, model: CrossEncoder) -> dict[str, float]:
         if model.num_labels != 1:
             raise ValueError("CorrelationEvaluator needs a 1-label model.")
-        logits = _logits(model, self.pairs, self.batch_size, self.show_progress_bar)[:, 0]
+        logits = _logits(model, self.pairs, self.batch_size, self.show_progress_bar, self.symmetric)[:, 0]
         return correlation_metrics(logits, self.scores)
 
 
@@ -75,6 +78,7 @@ class ClassificationEvaluator:
         batch_size: Pairs per batch when scoring.
         show_progress_bar: As in ``CrossEncoder.predict``.
         primary_metric: The metric the trainer selects checkpoints by (``"accuracy"``, ``"macro_f1"``, ``"f1"``...).
+        symmetric: Score each pair in both orders and average, for order-free tasks such as paraphrase (not NLI).
 
     Example:
         >>> ClassificationEvaluator([("A man eats.", "Nobody eats.", "contradiction"), ...])(nli_model)
@@ -82,18 +86,19 @@ class ClassificationEvaluator:
     """
 
     def __init__(self, data: Sequence[Any], name: str = "", batch_size: int = 32,
-                 show_progress_bar: bool | None = None, primary_metric: str = "accuracy") -> None:
+                 show_progress_bar: bool | None = None, primary_metric: str = "accuracy",
+                 symmetric: bool = False) -> None:
         examples = [to_labelled_pair(x, i) for i, x in enumerate(data)]
         if not examples:
             raise ValueError("ClassificationEvaluator needs at least one pair.")
         self.pairs = [(x.text_a, x.text_b) for x in examples]
         self.labels = [x.label for x in examples]
         self.name, self.batch_size, self.show_progress_bar = name, batch_size, show_progress_bar
-        self.primary_metric = primary_metric
+        self.primary_metric, self.symmetric = primary_metric, symmetric
 
     def __call__(self, model: CrossEncoder) -> dict[str, float]:
         y_true = label_ids(self.labels, model)
-        logits = _logits(model, self.pairs, self.batch_size, self.show_progress_bar)
+        logits = _logits(model, self.pairs, self.batch_size, self.show_progress_bar, self.symmetric)
         if model.num_labels == 1:
             return classification_metrics(y_true, (logits[:, 0] > 0).astype(int), scores=logits[:, 0])
         binary_scores = logits[:, 1] - logits[:, 0] if model.num_labels == 2 else None

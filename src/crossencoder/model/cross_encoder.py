@@ -326,6 +326,7 @@ class CrossEncoder:
         convert_to_tensor: bool = False,
         max_batch_tokens: int | None = None,
         calibrated: bool = False,
+        symmetric: bool = False,
     ) -> np.ndarray | torch.Tensor | list[torch.Tensor] | np.floating:
         """Score sentence pairs.
 
@@ -343,6 +344,9 @@ class CrossEncoder:
             max_batch_tokens: Token budget per batch for this call (default: the model's ``max_batch_tokens``).
             calibrated: Return probabilities from the calibration stored in the model folder
                 (``sigmoid(a * logit + b)``; see ``crossencoder calibrate``) instead of applying ``activation_fn``.
+            symmetric: Score each pair in both orders and average the logits, at twice the cost. For symmetric
+                tasks (semantic similarity, paraphrase), where the model's reading of ``(a, b)`` and ``(b, a)``
+                differs only by noise; not for query-passage re-ranking or NLI, where order carries meaning.
 
         Returns:
             Shape ``(n,)`` for 1-label models, ``(n, num_labels)`` for classifiers; a scalar / one row for a
@@ -363,7 +367,13 @@ class CrossEncoder:
         if not pair_list:
             scores = torch.empty((0,) if self.num_labels == 1 else (0, self.num_labels), dtype=torch.float32)
         else:
-            logits = self._logits(self._encode(pair_list), batch_size, max_batch_tokens, show_progress_bar)
+            if symmetric:
+                # One call for both orders, so the two halves share length-sorted batches.
+                both = self._logits(self._encode(pair_list + [(b, a) for a, b in pair_list]), batch_size,
+                                    max_batch_tokens, show_progress_bar)
+                logits = (both[:len(pair_list)] + both[len(pair_list):]) / 2
+            else:
+                logits = self._logits(self._encode(pair_list), batch_size, max_batch_tokens, show_progress_bar)
             scores = self._apply_activation(logits, activation_fn, apply_softmax, calibrated)
         if convert_to_tensor:
             result: Any = scores
