@@ -9,6 +9,7 @@ import random
 
 import cohere
 import httpx
+import numpy as np
 import pytest
 
 from server_helpers import API_KEY, live_server
@@ -137,6 +138,14 @@ def test_predict_scores_in_input_order(server, tiny_model):
     pairs = [[QUERY, d] for d in DOCS]
     data = post(server, "/predict", {"pairs": pairs}).json()
     assert [r["score"] for r in data["results"]] == pytest.approx(tiny_model.predict(pairs).tolist(), abs=1e-5)
+
+
+def test_predict_symmetric_matches_the_library(server, tiny_model):
+    pairs = [[QUERY, d] for d in DOCS]
+    data = post(server, "/predict", {"pairs": pairs, "symmetric": True}).json()
+    expected = tiny_model.predict(pairs, symmetric=True)
+    assert not np.allclose(expected, tiny_model.predict(pairs), atol=1e-4)
+    assert [r["score"] for r in data["results"]] == pytest.approx(expected.tolist(), abs=1e-5)
 
 
 def test_predict_classifier_labels_and_probabilities(tiny_nli_model):

@@ -193,7 +193,13 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
               responses=_ERRORS, tags=["predict"], summary="Score or classify sentence pairs")
     async def predict(body: PredictRequest) -> dict[str, Any]:
         check_limits([text for pair in body.pairs for text in pair], len(body.pairs), "pairs")
-        scores = activate(await logits_for(list(body.pairs)), body.raw_scores)
+        pairs = list(body.pairs)
+        if body.symmetric:
+            both = await logits_for(pairs + [(b, a) for a, b in pairs])
+            logits = (both[:len(pairs)] + both[len(pairs):]) / 2
+        else:
+            logits = await logits_for(pairs)
+        scores = activate(logits, body.raw_scores)
         if model.num_labels == 1:
             return {"results": [{"score": s} for s in scores[:, 0].tolist()]}
         if not body.raw_scores:

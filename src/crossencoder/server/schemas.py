@@ -116,6 +116,8 @@ class PredictRequest(_Request):
 
     pairs: list[tuple[str, str]] = Field(min_length=1, description="`[text_a, text_b]` pairs.")
     raw_scores: bool = Field(False, description="Raw logits instead of scores/probabilities.")
+    symmetric: bool = Field(False, description="Score each pair in both orders and average the logits "
+                                               "(similarity, paraphrase; not NLI). Costs twice the compute.")
 
 
 class PredictResult(BaseModel):
