@@ -99,6 +99,7 @@ def test_best_model_early_stopping_and_model_card(tiny_model_dir, tmp_path):
     assert all(torch.equal(best[k], v.cpu()) for k, v in model.model.state_dict().items())
     card = (result.model_path / "README.md").read_text()
     assert "BinaryCrossEntropyLoss" in card and "| score | 0.5000 |" in card and "| batch_size | 4 |" in card
+    assert model.model_path == result.model_path.resolve()  # so push_to_hub takes this card, not the base model's
     assert CrossEncoder(result.model_path).predict(("cats purr", "a cat purrs")) == pytest.approx(
         float(model.predict(("cats purr", "a cat purrs"))), abs=1e-6)
 

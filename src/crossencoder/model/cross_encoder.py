@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -515,6 +517,53 @@ class CrossEncoder:
         st_file.write_text(json.dumps(st_config, indent=2) + "\n")
 
     save_pretrained = save
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        token: str | bool | None = None,
+        private: bool | None = None,
+        safe_serialization: bool = True,
+        commit_message: str | None = None,
+        exist_ok: bool = True,
+        revision: str | None = None,
+        create_pr: bool = False,
+    ) -> str:
+        """Save the model as :meth:`save` does and upload it to a Hugging Face Hub repository (created if needed).
+
+        The model card (``README.md``) of the folder the model was loaded from goes with it; the trainer points
+        ``model_path`` at its final folder, so a model trained in this process is pushed with the trainer's card.
+
+        Args:
+            repo_id: ``"user/name"`` or ``"org/name"``.
+            token: Hub token; None uses the one saved by ``hf auth login`` or ``HF_TOKEN``.
+            private: Visibility of a repository that does not exist yet.
+            safe_serialization: Upload ``model.safetensors`` (default) rather than a pickle.
+            commit_message: Defaults to "Upload crossencoder model".
+            exist_ok: Upload to an existing repository (default); False refuses one.
+            revision: Branch to commit to (created if missing).
+            create_pr: Open a pull request instead of committing.
+
+        Returns:
+            The URL of the commit (or of the pull request).
+
+        Raises:
+            CrossEncoderError: the upload failed (not logged in, no network, offline mode...); the message says why.
+
+        Example:
+            >>> model = CrossEncoder("runs/stsb/final")
+            >>> model.push_to_hub("my-user/stsb-minilm-cross-encoder", private=True)
+        """
+        from crossencoder.model.hub import push_folder_to_hub
+
+        with tempfile.TemporaryDirectory(prefix="crossencoder-push-") as tmp:
+            self.save(tmp, safe_serialization=safe_serialization)
+            card = self.model_path / "README.md" if self.model_path is not None else None
+            if card is not None and card.is_file():
+                shutil.copyfile(card, Path(tmp) / "README.md")
+            return push_folder_to_hub(tmp, repo_id, token=token, private=private, commit_message=commit_message,
+                                      exist_ok=exist_ok, revision=revision, create_pr=create_pr)
 
 
 def _st_version_tag() -> str:

@@ -465,6 +465,8 @@ class Trainer:
         with atomic_dir(final) as tmp:
             _quiet_save(self.model, tmp)
             (tmp / "README.md").write_text(card, encoding="utf-8")
+        # The model in memory is now the final folder's model: /info, push_to_hub (its card) should point there.
+        self.model.model_path = final.resolve()
         return TrainOutput(
             global_step=state["global_step"],
             training_loss=float(np.mean(run_losses)) if run_losses else float("nan"),
