@@ -140,6 +140,23 @@ def test_predict_scores_in_input_order(server, tiny_model):
     assert [r["score"] for r in data["results"]] == pytest.approx(tiny_model.predict(pairs).tolist(), abs=1e-5)
 
 
+def test_predict_speaks_tei_inputs_one_pair_or_a_batch(server, tiny_model, tiny_nli_model):
+    pairs = [[QUERY, d] for d in DOCS]
+    expected = tiny_model.predict(pairs).tolist()
+    single = post(server, "/predict", {"inputs": pairs[0]}).json()
+    assert single == [{"score": pytest.approx(expected[0], abs=1e-5), "label": "LABEL_0"}]
+    batch = post(server, "/predict", {"inputs": pairs, "truncate": True}).json()
+    assert [[p["score"] for p in row] for row in batch] == [[pytest.approx(e, abs=1e-5)] for e in expected]
+    nli_pairs = [["A man is eating pizza", "A man eats something"], ["A dog runs", "A cat sleeps"]]
+    probabilities = tiny_nli_model.predict(nli_pairs, apply_softmax=True)
+    with live_server(tiny_nli_model) as live:
+        rows = post(live, "/predict", {"inputs": nli_pairs}, headers={}).json()
+    for row, p in zip(rows, probabilities):
+        # Every label, best first, as TEI answers.
+        assert [x["label"] for x in row] == [tiny_nli_model.id2label[i] for i in np.argsort(-p)]
+        assert [x["score"] for x in row] == pytest.approx(sorted(p.tolist(), reverse=True), abs=1e-5)
+
+
 def test_predict_symmetric_matches_the_library(server, tiny_model):
     pairs = [[QUERY, d] for d in DOCS]
     data = post(server, "/predict", {"pairs": pairs, "symmetric": True}).json()
@@ -248,6 +265,11 @@ def test_auth_accepts_lowercase_scheme_and_probes_are_open(server):
     ("/v2/rerank", b'{"query": "q", "documents": ["a"], "top_n": 0}', 422, "validation", "top_n"),
     ("/predict", b'{"pairs": [["a", "b", "c"]]}', 422, "validation", "pairs[0]"),
     ("/predict", b'{"pairs": "ab"}', 422, "validation", "pairs"),
+    ("/predict", b'{"inputs": "one text"}', 422, "validation", "inputs must be a pair of strings"),
+    ("/predict", b'{"inputs": [["a", "b"], ["c"]]}', 422, "validation", "inputs[1] must be a pair"),
+    ("/predict", b'{"inputs": []}', 422, "validation", "`inputs` cannot be empty"),
+    ("/predict", b'{"inputs": ["a", "b"], "pairs": [["a", "b"]]}', 422, "validation", "either `pairs` or"),
+    ("/predict", b'{}', 422, "validation", "either `pairs` or"),
     ("/nowhere", b"{}", 404, "not_found", "Not Found"),
 ])
 def test_bad_input_gets_documented_status(server, path, content, status, error_type, fragment):

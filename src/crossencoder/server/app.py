@@ -35,6 +35,7 @@ from crossencoder.server.schemas import (
     InfoResponse,
     PredictRequest,
     PredictResponse,
+    TEIPrediction,
     TEIRerankRequest,
     TEIRerankResult,
 )
@@ -189,24 +190,30 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
     async def rerank_v2(body: CohereRerankRequest) -> dict[str, Any]:
         return await rerank_cohere(body, "2")
 
-    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True,
-              responses=_ERRORS, tags=["predict"], summary="Score or classify sentence pairs")
-    async def predict(body: PredictRequest) -> dict[str, Any]:
-        check_limits([text for pair in body.pairs for text in pair], len(body.pairs), "pairs")
-        pairs = list(body.pairs)
+    @app.post("/predict", response_model=PredictResponse | list[TEIPrediction] | list[list[TEIPrediction]],
+              response_model_exclude_none=True, responses=_ERRORS, tags=["predict"],
+              summary="Score or classify sentence pairs (this server's `pairs` or TEI's `inputs`)")
+    async def predict(body: PredictRequest) -> Any:
+        pairs = body.pair_list()
+        check_limits([text for pair in pairs for text in pair], len(pairs), "pairs")
         if body.symmetric:
             both = await logits_for(pairs + [(b, a) for a, b in pairs])
             logits = (both[:len(pairs)] + both[len(pairs):]) / 2
         else:
             logits = await logits_for(pairs)
         scores = activate(logits, body.raw_scores)
-        if model.num_labels == 1:
-            return {"results": [{"score": s} for s in scores[:, 0].tolist()]}
-        if not body.raw_scores:
+        if model.num_labels > 1 and not body.raw_scores:
             scores = torch.softmax(scores, dim=1)
         names = [model.id2label.get(i, str(i)) for i in range(model.num_labels)]
-        best = scores.argmax(dim=1).tolist()
         rows = scores.tolist()
+        if body.inputs is not None:
+            # TEI's answer: every label with its score, best first, per pair.
+            tei = [sorted(({"score": s, "label": n} for n, s in zip(names, row)), key=lambda p: -p["score"])
+                   for row in rows]
+            return tei if body.is_tei_batch else tei[0]
+        if model.num_labels == 1:
+            return {"results": [{"score": row[0]} for row in rows]}
+        best = scores.argmax(dim=1).tolist()
         return {"results": [{"label": names[k], "scores": dict(zip(names, row))} for k, row in zip(best, rows)]}
 
     # ------------------------------------------------------------------ probes, info, metrics

@@ -112,12 +112,51 @@ class CohereRerankResponse(BaseModel):
 
 # ---------------------------------------------------------------------------------------------- predict
 class PredictRequest(_Request):
-    """``POST /predict``: score sentence pairs, or classify them with a multi-label model."""
+    """``POST /predict``: score sentence pairs, or classify them with a multi-label model.
 
-    pairs: list[tuple[str, str]] = Field(min_length=1, description="`[text_a, text_b]` pairs.")
+    Send ``pairs`` (this server's shape) or ``inputs`` (Hugging Face TEI's shape: one pair or a batch of pairs);
+    the answer comes back in the shape of the request.
+    """
+
+    pairs: list[tuple[str, str]] | None = Field(None, min_length=1, description="`[text_a, text_b]` pairs.")
+    inputs: Any = Field(None, description="TEI: one pair `[a, b]` or a batch `[[a, b], ...]` (a cross-encoder "
+                                          "scores pairs, so TEI's single-text inputs are refused).")
     raw_scores: bool = Field(False, description="Raw logits instead of scores/probabilities.")
     symmetric: bool = Field(False, description="Score each pair in both orders and average the logits "
                                                "(similarity, paraphrase; not NLI). Costs twice the compute.")
+    truncate: bool | None = Field(None, description="TEI: accepted; over-long pairs are always truncated.")
+
+    @model_validator(mode="after")
+    def _check_inputs(self) -> PredictRequest:
+        if (self.pairs is None) == (self.inputs is None):
+            raise ValueError("send either `pairs` or TEI's `inputs`, not both and not neither")
+        if self.inputs is not None:
+            if self.inputs == []:
+                raise ValueError("`inputs` cannot be empty")
+            batch = self.inputs if self.is_tei_batch else [self.inputs]
+            for i, pair in enumerate(batch):
+                if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
+                    where = f"inputs[{i}]" if self.is_tei_batch else "inputs"
+                    raise ValueError(f"{where} must be a pair of strings [text_a, text_b]: a cross-encoder scores "
+                                     "pairs, not single texts")
+        return self
+
+    @property
+    def is_tei_batch(self) -> bool:
+        """TEI's ``inputs`` holds a list of pairs rather than one pair (the answer is then a list of lists)."""
+        return isinstance(self.inputs, list) and any(isinstance(x, list) for x in self.inputs)
+
+    def pair_list(self) -> list[tuple[str, str]]:
+        """The pairs to score, from whichever field was sent."""
+        if self.pairs is not None:
+            return list(self.pairs)
+        batch = self.inputs if self.is_tei_batch else [self.inputs]
+        return [(a, b) for a, b in batch]
+
+
+class TEIPrediction(BaseModel):
+    score: float
+    label: str
 
 
 class PredictResult(BaseModel):
