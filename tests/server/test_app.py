@@ -126,6 +126,18 @@ def test_jina_shape_and_rank_fields(server, tiny_model):
     assert all("document" not in r for r in data["results"])
 
 
+def test_infinity_clients_post_documents_to_rerank(server, tiny_model):
+    # LangChain's and litellm's infinity rerankers send Cohere's body to /rerank and read `results`.
+    body = {"model": "mixedbread-ai/mxbai-rerank-xsmall-v1", "query": QUERY, "documents": DOCS, "top_n": 2,
+            "return_documents": True}
+    data = post(server, "/rerank", body).json()
+    expected = tiny_model.rank(QUERY, DOCS, top_k=2, return_documents=True)
+    assert_ranked_like(data["results"], expected, "index", "relevance_score")
+    assert [r["document"]["text"] for r in data["results"]] == [h["text"] for h in expected]
+    response = post(server, "/rerank", {"query": QUERY, "documents": []})
+    assert response.status_code == 422 and response.json()["error"].startswith("documents:")
+
+
 def test_rerank_on_a_classifier_is_a_clear_400(tiny_nli_model):
     with live_server(tiny_nli_model) as live:
         response = post(live, "/v2/rerank", {"query": QUERY, "documents": DOCS}, headers={})

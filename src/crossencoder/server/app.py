@@ -33,10 +33,11 @@ from crossencoder.server.schemas import (
     CohereRerankResponse,
     ErrorResponse,
     InfoResponse,
+    RERANK_TAGS,
     PredictRequest,
     PredictResponse,
+    RerankRequest,
     TEIPrediction,
-    TEIRerankRequest,
     TEIRerankResult,
 )
 from crossencoder.server.settings import ServerSettings
@@ -162,9 +163,12 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
         return [(i, scores[i]) for i in best_first(scores)]
 
     # ------------------------------------------------------------------ scoring endpoints
-    @app.post("/rerank", response_model=list[TEIRerankResult], response_model_exclude_none=True,
-              responses=_ERRORS, tags=["rerank"], summary="Rerank (Hugging Face TEI schema)")
-    async def rerank_tei(body: TEIRerankRequest) -> list[dict[str, Any]]:
+    @app.post("/rerank", response_model=list[TEIRerankResult] | CohereRerankResponse,
+              response_model_exclude_none=True, responses=_ERRORS, tags=["rerank"],
+              summary="Rerank (Hugging Face TEI schema; Cohere's, as infinity serves it, when sent `documents`)")
+    async def rerank_tei(body: RerankRequest) -> Any:
+        if isinstance(body, CohereRerankRequest):
+            return await rerank_cohere(body, "1")
         ranked = await rerank_scores(body.query, body.texts, body.raw_scores)
         return [{"index": i, "score": s, "text": body.texts[i] if body.return_text else None} for i, s in ranked]
 
@@ -308,7 +312,10 @@ def _describe(index: int, n_items: int, what: str) -> str:
 def _format_problem(problem: dict[str, Any]) -> str:
     """``documents[2]: Input should be a valid string`` from one pydantic error."""
     location = ""
-    for part in problem.get("loc", ())[1:]:
+    loc = list(problem.get("loc", ()))[1:]
+    if loc and loc[0] in RERANK_TAGS:
+        loc = loc[1:]
+    for part in loc:
         location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
     message = str(problem.get("msg", "invalid value")).removeprefix("Value error, ")
     if not location:

@@ -6,9 +6,9 @@ Requests ignore fields they do not use (clients send extras such as Cohere's ``m
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 
 class _Request(BaseModel):
@@ -82,6 +82,23 @@ class CohereRerankRequest(_Request):
         """The document of a result: the object as sent, or ``{"text": ...}`` for a string."""
         doc = self.documents[index]
         return doc if isinstance(doc, dict) else {"text": doc}
+
+
+def _rerank_shape(payload: Any) -> str:
+    # TEI clients post `texts`; infinity's clients (LangChain, litellm) post Cohere's `documents` to the same path.
+    if isinstance(payload, dict) and "documents" in payload and "texts" not in payload:
+        return "cohere"
+    return "tei"
+
+
+# ``POST /rerank`` body: TEI's schema, or Cohere's when the request has `documents` instead of `texts`. The tag
+# picks one model, so a bad request is reported against the schema it was meant for.
+RerankRequest = Annotated[
+    Union[Annotated[TEIRerankRequest, Tag("tei")], Annotated[CohereRerankRequest, Tag("cohere")]],
+    Discriminator(_rerank_shape),
+]
+# The tags show up in validation error locations; they are not fields.
+RERANK_TAGS = ("tei", "cohere")
 
 
 class CohereRerankResult(BaseModel):
