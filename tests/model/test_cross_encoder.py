@@ -236,6 +236,34 @@ def test_invalid_options(tiny_model_dir):
         model.predict(PAIRS, activation_fn="sigmoid")
 
 
+def test_sentence_transformers_3_argument_names_still_work(tiny_model_dir):
+    with pytest.warns(DeprecationWarning, match="use activation_fn="):
+        legacy = CrossEncoder(tiny_model_dir, default_activation_function=torch.nn.Identity())
+    np.testing.assert_allclose(legacy.predict(PAIRS),
+                               CrossEncoder(tiny_model_dir).predict(PAIRS, activation_fn=torch.nn.Identity()),
+                               atol=1e-6)
+    with pytest.warns(DeprecationWarning):
+        three = CrossEncoder(tiny_model_dir, automodel_args={"ignore_mismatched_sizes": True},
+                             config_args={"num_labels": 3}, tokenizer_args={"model_max_length": 64})
+    assert three.num_labels == 3 and three.max_length == 64
+    with pytest.raises(TypeError, match="unexpected keyword argument.*max_seq_len"):
+        CrossEncoder(tiny_model_dir, max_seq_len=128)
+
+
+def test_to_moves_the_torch_backend_and_returns_the_model(tiny_model_dir, monkeypatch):
+    model = CrossEncoder(tiny_model_dir, device="cpu")
+    expected = model.predict(PAIRS)
+    assert model.to("cpu") is model and model.device == torch.device("cpu")
+    np.testing.assert_allclose(model.predict(PAIRS), expected, atol=1e-6)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        model.to("cuda")
+    assert model.device == torch.device("cpu")  # a refused move changes nothing
+    onnx = CrossEncoder(tiny_model_dir, backend="onnx", device="cpu")
+    with pytest.raises(ValueError, match="to\\(\\) moves the torch backend"):
+        onnx.to("cpu")
+
+
 def test_unavailable_gpu_is_named_plainly(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="CUDA is not available.*device='cpu'"):

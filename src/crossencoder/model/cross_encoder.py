@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -79,6 +80,9 @@ class CrossEncoder:
         trust_remote_code: Allow model code and activation paths from the model folder. Off by default.
         token: Hub token for private models.
         model_kwargs, tokenizer_kwargs, config_kwargs: Passed to the transformers ``from_pretrained`` calls.
+        legacy_kwargs: sentence-transformers 3.x names, accepted with a DeprecationWarning so old code runs:
+            ``default_activation_function`` (= ``activation_fn``), ``automodel_args`` (= ``model_kwargs``),
+            ``tokenizer_args`` and ``config_args``.
 
     Raises:
         ModelNotFoundError: the model is neither a local folder nor loadable from the Hub / its cache; the
@@ -110,7 +114,13 @@ class CrossEncoder:
         model_kwargs: dict[str, Any] | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
+        **legacy_kwargs: Any,
     ) -> None:
+        legacy = _legacy_arguments(legacy_kwargs)
+        activation_fn = legacy.get("activation_fn", activation_fn)
+        model_kwargs = legacy.get("model_kwargs", model_kwargs)
+        tokenizer_kwargs = legacy.get("tokenizer_kwargs", tokenizer_kwargs)
+        config_kwargs = legacy.get("config_kwargs", config_kwargs)
         if backend not in BACKENDS:
             raise ValueError(f"Unknown backend {backend!r}: use one of {', '.join(BACKENDS)}.")
         if num_labels is not None and num_labels < 1:
@@ -142,7 +152,8 @@ class CrossEncoder:
         self.config = self.model.config
         self.model_path = self._local_folder(source, hub_kwargs)
         self.max_length = self._resolve_max_length(max_length)
-        self.max_batch_tokens = max_batch_tokens or (CPU_BATCH_TOKENS if self.device.type == "cpu" else GPU_BATCH_TOKENS)
+        self._auto_batch_tokens = max_batch_tokens is None
+        self.max_batch_tokens = max_batch_tokens or _default_batch_tokens(self.device)
 
         st_config = read_sentence_transformers_config(source, hub_kwargs)
         _checked_activation(activation_fn)
@@ -195,6 +206,28 @@ class CrossEncoder:
         if backend_kwargs:
             raise ValueError(f"The torch backend takes no backend_kwargs, got {sorted(backend_kwargs)}.")
         return TorchBackend(self.model, self.device, self.dtype)
+
+    def to(self, device: str | torch.device) -> CrossEncoder:
+        """Move the model to another device, as ``model.to("cuda")`` does in sentence-transformers.
+
+        Args:
+            device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"mps"``.
+
+        Returns:
+            This cross-encoder, so ``model = CrossEncoder(...).to("cuda")`` works.
+
+        Raises:
+            ValueError: the device is not available, or the model runs on the onnx backend (whose device is set
+                when it is created: ``CrossEncoder(..., backend="onnx", device=...)``).
+        """
+        if self.backend_name != "torch":
+            raise ValueError(f"to() moves the torch backend; this model runs on {self.backend_name!r}: create it "
+                             "with device=... instead.")
+        self.device = resolve_device(device)
+        if self._auto_batch_tokens:
+            self.max_batch_tokens = _default_batch_tokens(self.device)
+        self.backend = TorchBackend(self.model, self.device, self.dtype)
+        return self
 
     # ------------------------------------------------------------------ properties
     @property
@@ -564,6 +597,26 @@ class CrossEncoder:
                 shutil.copyfile(card, Path(tmp) / "README.md")
             return push_folder_to_hub(tmp, repo_id, token=token, private=private, commit_message=commit_message,
                                       exist_ok=exist_ok, revision=revision, create_pr=create_pr)
+
+
+def _default_batch_tokens(device: torch.device) -> int:
+    return CPU_BATCH_TOKENS if device.type == "cpu" else GPU_BATCH_TOKENS
+
+
+# sentence-transformers 3.x constructor arguments and their names here.
+_LEGACY_NAMES = {"default_activation_function": "activation_fn", "automodel_args": "model_kwargs",
+                 "tokenizer_args": "tokenizer_kwargs", "config_args": "config_kwargs"}
+
+
+def _legacy_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Map sentence-transformers 3.x argument names to ours (with a DeprecationWarning); refuse anything else."""
+    unknown = sorted(set(kwargs) - set(_LEGACY_NAMES))
+    if unknown:
+        raise TypeError(f"CrossEncoder() got unexpected keyword argument(s): {', '.join(unknown)}.")
+    for old in kwargs:
+        warnings.warn(f"CrossEncoder({old}=...) is the sentence-transformers 3.x name; use {_LEGACY_NAMES[old]}=.",
+                      DeprecationWarning, stacklevel=3)
+    return {_LEGACY_NAMES[old]: value for old, value in kwargs.items()}
 
 
 def _st_version_tag() -> str:
