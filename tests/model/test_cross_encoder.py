@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -250,7 +251,7 @@ def test_sentence_transformers_3_argument_names_still_work(tiny_model_dir):
         CrossEncoder(tiny_model_dir, max_seq_len=128)
 
 
-def test_to_moves_the_torch_backend_and_returns_the_model(tiny_model_dir, monkeypatch):
+def test_to_moves_the_torch_backend_and_returns_the_model(tiny_model_dir, tmp_path, monkeypatch):
     model = CrossEncoder(tiny_model_dir, device="cpu")
     expected = model.predict(PAIRS)
     assert model.to("cpu") is model and model.device == torch.device("cpu")
@@ -259,7 +260,8 @@ def test_to_moves_the_torch_backend_and_returns_the_model(tiny_model_dir, monkey
     with pytest.raises(ValueError, match="CUDA is not available"):
         model.to("cuda")
     assert model.device == torch.device("cpu")  # a refused move changes nothing
-    onnx = CrossEncoder(tiny_model_dir, backend="onnx", device="cpu")
+    shutil.copytree(tiny_model_dir, tmp_path / "model")  # the export is written beside the model: not the shared one
+    onnx = CrossEncoder(tmp_path / "model", backend="onnx", device="cpu")
     with pytest.raises(ValueError, match="to\\(\\) moves the torch backend"):
         onnx.to("cpu")
 
