@@ -49,6 +49,11 @@ def test_score_ray_writes_scores_reports_bad_rows_and_resumes(local_ray, tiny_mo
 
     code, _, err = run(argv, capsys)
     assert code == 1 and "(3 shards, 3 already done)" in err
+    code, _, err = run([*argv[:-1], tmp_path / "symmetric", "--symmetric"], capsys)
+    assert code == 1 and "11 rows written" in err
+    symmetric = pd.read_parquet(tmp_path / "symmetric").set_index("id")["score"]
+    expected = CrossEncoder(tiny_model_dir).predict([(r["query"], r["passage"]) for r in good], symmetric=True)
+    np.testing.assert_allclose(symmetric.loc[[r["id"] for r in good]], expected, atol=1e-5)
 
 
 def test_rank_ray_keeps_top_k_per_query(local_ray, tiny_model_dir, tmp_path, capsys):

@@ -72,8 +72,6 @@ def test_score_symmetric_averages_both_orders(tiny_model_dir, tmp_path, capsys):
     assert code == 0
     expected = CrossEncoder(tiny_model_dir).predict(pairs, symmetric=True)
     np.testing.assert_allclose([float(x) for x in out.split()], expected, atol=1e-5)
-    code, _, err = run(["score", "-m", tiny_model_dir, "--symmetric", "--ray", path, tmp_path / "out"], capsys)
-    assert code == 1 and "--symmetric is not available with --ray" in err
 
 
 def test_score_classifier_labels_and_probabilities(tiny_nli_model_dir, tmp_path, capsys):

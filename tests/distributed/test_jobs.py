@@ -124,6 +124,18 @@ def test_resume_refuses_a_different_job(tiny_model_dir, tmp_path):
         score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", shard_rows=10)
 
 
+def test_symmetric_job_scores_both_orders_and_resume_keeps_the_setting(local_ray, tiny_model_dir, tmp_path):
+    rows = make_rows(7)  # no bad rows below 7
+    write_jsonl(tmp_path / "pairs.jsonl", rows)
+    score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", symmetric=True, shard_rows=4,
+                  show_progress=False)
+    out = pd.read_parquet(tmp_path / "out").sort_values("row")
+    pairs = [(r["text_a"], r["text_b"]) for r in rows]
+    np.testing.assert_allclose(out["score"], CrossEncoder(tiny_model_dir).predict(pairs, symmetric=True), atol=1e-5)
+    with pytest.raises(JobInputError, match="different job .*symmetric"):
+        score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", shard_rows=4)
+
+
 def test_missing_text_column_is_named(tiny_model_dir, tmp_path):
     write_jsonl(tmp_path / "pairs.jsonl", [{"id": 1, "query": "q", "passage": "p"}])
     with pytest.raises(JobInputError, match=r"pairs.jsonl: no column 'text_a', 'text_b' \(columns: id, query, passage"):

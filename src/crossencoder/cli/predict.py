@@ -192,9 +192,7 @@ def run_rank(args: argparse.Namespace) -> int:
 
 def run_score(args: argparse.Namespace) -> int:
     if args.ray:
-        if args.symmetric:
-            raise InputError("--symmetric is not available with --ray.")
-        return _run_on_ray(args, "score", text_columns=tuple(args.text_columns))
+        return _run_on_ray(args, "score", text_columns=tuple(args.text_columns), symmetric=args.symmetric)
     _check_not_ray_only(args)
     pairs = read_pairs(args.file)
     _check_nonempty(pairs, args.file, "pairs")

@@ -87,6 +87,7 @@ def score_dataset(
     num_workers: int = 1,
     batch_size: int = 32,
     max_batch_tokens: int | None = None,
+    symmetric: bool = False,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     address: str | None = None,
     num_cpus_per_worker: float = 1,
@@ -113,6 +114,8 @@ def score_dataset(
             identified by ``row`` alone.
         num_workers: Actors in the pool, each holding one model.
         batch_size, max_batch_tokens: As in ``CrossEncoder.predict``.
+        symmetric: Score each pair in both orders and average (``CrossEncoder.predict(symmetric=True)``). It is
+            recorded with the job, so a resume cannot mix symmetric and one-way shards.
         shard_rows: Rows per shard: the unit of work, of output files and of resume.
         address: Ray cluster to join (``"auto"``, ``"ray://host:10001"``); None starts a local Ray (or reuses
             the one this process already started).
@@ -138,7 +141,9 @@ def score_dataset(
         ScoreWorker, "score", model, input_path, output_dir,
         text_columns=list(text_columns), id_column=id_column,
         options={"text_columns": list(text_columns),
-                 "predict_kwargs": {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens}},
+                 "predict_kwargs": {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens,
+                                    "symmetric": symmetric}},
+        output_settings={"symmetric": True} if symmetric else {},
         num_workers=num_workers, shard_rows=shard_rows, address=address, num_cpus_per_worker=num_cpus_per_worker,
         num_gpus_per_worker=num_gpus_per_worker, model_kwargs=model_kwargs, show_progress=show_progress,
     )
@@ -212,6 +217,7 @@ def _run_job(
     text_columns: list[str],
     id_column: str | None,
     options: dict[str, Any],
+    output_settings: dict[str, Any] | None = None,
     num_workers: int,
     shard_rows: int,
     address: str | None,
@@ -220,7 +226,11 @@ def _run_job(
     model_kwargs: dict[str, Any] | None,
     show_progress: bool | None,
 ) -> JobResult:
-    """Plan shards, run the unfinished ones on the actor pool, gather markers into a :class:`JobResult`."""
+    """Plan shards, run the unfinished ones on the actor pool, gather markers into a :class:`JobResult`.
+
+    ``output_settings`` are the options that change the values written (not just how fast); they go into the job
+    manifest, so resuming with different ones is refused.
+    """
     started = time.perf_counter()
     if num_workers < 1:
         raise JobInputError(f"num_workers must be a positive integer, got {num_workers}.")
@@ -243,6 +253,7 @@ def _run_job(
     check_manifest(out, {
         "kind": kind, "inputs": file_fingerprints(files), "shard_rows": shard_rows, "columns": columns,
         "model": os.fspath(model) if isinstance(model, (str, os.PathLike)) else repr(model),
+        **(output_settings or {}),
     })
     pending = [s for s in shards if not is_done(out, s)]
     if pending:

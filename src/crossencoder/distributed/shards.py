@@ -231,7 +231,9 @@ def check_manifest(output_dir: Path, manifest: dict[str, Any]) -> None:
     path = output_dir / MANIFEST
     if path.is_file():
         previous = json.loads(path.read_text())
-        changed = sorted(k for k in manifest if k != "model" and previous.get(k) != manifest[k])
+        # Both sides' keys: a setting recorded only when it is on (symmetric) must match when it is off too.
+        changed = sorted(k for k in manifest.keys() | previous.keys()
+                         if k != "model" and previous.get(k) != manifest.get(k))
         if changed:
             raise JobInputError(
                 f"{output_dir} holds the output of a different job ({', '.join(changed)} changed); "
