@@ -29,7 +29,13 @@ from crossencoder.model.activation import (
 )
 from crossencoder.model.batching import pad_batch, token_budget_batches
 from crossencoder.model.ranking import best_first
-from crossencoder.model.inputs import is_single_pair, validate_documents, validate_pairs
+from crossencoder.model.inputs import (
+    average_orders,
+    is_single_pair,
+    validate_documents,
+    validate_pairs,
+    with_swapped,
+)
 from crossencoder.model.windows import AGGREGATIONS, Aggregation, aggregate, split_into_windows
 from crossencoder.model.loading import (
     load_config,
@@ -402,13 +408,11 @@ class CrossEncoder:
         if not pair_list:
             scores = torch.empty((0,) if self.num_labels == 1 else (0, self.num_labels), dtype=torch.float32)
         else:
+            # Symmetric: one call for both orders, so the two halves share length-sorted batches.
+            to_score = with_swapped(pair_list) if symmetric else pair_list
+            logits = self._logits(self._encode(to_score), batch_size, max_batch_tokens, show_progress_bar)
             if symmetric:
-                # One call for both orders, so the two halves share length-sorted batches.
-                both = self._logits(self._encode(pair_list + [(b, a) for a, b in pair_list]), batch_size,
-                                    max_batch_tokens, show_progress_bar)
-                logits = (both[:len(pair_list)] + both[len(pair_list):]) / 2
-            else:
-                logits = self._logits(self._encode(pair_list), batch_size, max_batch_tokens, show_progress_bar)
+                logits = average_orders(logits)
             scores = self._apply_activation(logits, activation_fn, apply_softmax, calibrated)
         if convert_to_tensor:
             result: Any = scores

@@ -1,11 +1,15 @@
-"""Validation of user inputs: pairs, queries and documents. Errors name the offending index."""
+"""User inputs: validation of pairs, queries and documents (errors name the offending index), and the two pair
+orders of symmetric scoring."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def is_single_pair(pairs: Any) -> bool:
@@ -58,3 +62,14 @@ def validate_documents(query: Any, documents: Any) -> list[str]:
         if not isinstance(doc, str):
             raise TypeError(f"documents[{i}] must be a str, got {type(doc).__name__}.")
     return list(documents)
+
+
+def with_swapped(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``pairs`` followed by each pair in the other order: the input of symmetric scoring."""
+    return pairs + [(b, a) for a, b in pairs]
+
+
+def average_orders(logits: torch.Tensor) -> torch.Tensor:
+    """Mean of the two halves of logits scored on :func:`with_swapped` pairs: one row per original pair."""
+    n = len(logits) // 2
+    return (logits[:n] + logits[n:]) / 2

@@ -144,6 +144,8 @@ def evaluate(
         >>> evaluate(index, data.queries, data.qrels)["hybrid"]["ndcg@10"]
         0.61
     """
+    if fusion and reranker is None:
+        raise ValueError("fusion fuses the re-ranker with the first stage: pass a reranker.")
     # Only the evaluated queries' judgments count: a judged query outside ``queries`` would score 0.
     ids = [q for q in queries if q in qrels]
     if not ids:
@@ -155,8 +157,6 @@ def evaluate(
     if reranker is not None:
         reranked = methods if rerank_methods is None else rerank_methods
         stages += [(f"{m} + rerank", m, reranker) for m in reranked]
-    if fusion and reranker is None:
-        raise ValueError("fusion fuses the re-ranker with the first stage: pass a reranker.")
 
     def score(name: str, results: list[list[Hit]]) -> None:
         run = {q: {hit.id: hit.score for hit in hits} for q, hits in zip(ids, results)}

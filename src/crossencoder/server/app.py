@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crossencoder import __version__
+from crossencoder.model.inputs import average_orders, with_swapped
 from crossencoder.model.ranking import best_first
 from crossencoder.server.batcher import MicroBatcher, QueueFullError, ShuttingDownError
 from crossencoder.server.metrics import Metrics
@@ -200,11 +201,9 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
     async def predict(body: PredictRequest) -> Any:
         pairs = body.pair_list()
         check_limits([text for pair in pairs for text in pair], len(pairs), "pairs")
+        logits = await logits_for(with_swapped(pairs) if body.symmetric else pairs)
         if body.symmetric:
-            both = await logits_for(pairs + [(b, a) for a, b in pairs])
-            logits = (both[:len(pairs)] + both[len(pairs):]) / 2
-        else:
-            logits = await logits_for(pairs)
+            logits = average_orders(logits)
         scores = activate(logits, body.raw_scores)
         if model.num_labels > 1 and not body.raw_scores:
             scores = torch.softmax(scores, dim=1)

@@ -150,8 +150,7 @@ class PredictRequest(_Request):
         if self.inputs is not None:
             if self.inputs == []:
                 raise ValueError("`inputs` cannot be empty")
-            batch = self.inputs if self.is_tei_batch else [self.inputs]
-            for i, pair in enumerate(batch):
+            for i, pair in enumerate(self._tei_items()):
                 if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
                     where = f"inputs[{i}]" if self.is_tei_batch else "inputs"
                     raise ValueError(f"{where} must be a pair of strings [text_a, text_b]: a cross-encoder scores "
@@ -163,12 +162,14 @@ class PredictRequest(_Request):
         """TEI's ``inputs`` holds a list of pairs rather than one pair (the answer is then a list of lists)."""
         return isinstance(self.inputs, list) and any(isinstance(x, list) for x in self.inputs)
 
+    def _tei_items(self) -> list[Any]:
+        return self.inputs if self.is_tei_batch else [self.inputs]
+
     def pair_list(self) -> list[tuple[str, str]]:
         """The pairs to score, from whichever field was sent."""
         if self.pairs is not None:
             return list(self.pairs)
-        batch = self.inputs if self.is_tei_batch else [self.inputs]
-        return [(a, b) for a, b in batch]
+        return [(a, b) for a, b in self._tei_items()]
 
 
 class TEIPrediction(BaseModel):
