@@ -1,10 +1,10 @@
-"""Pieces every CLI command shares: model options and the input readers of :mod:`crossencoder.files`."""
+"""Pieces every CLI command shares: model options, model loading and the input error."""
 
 from __future__ import annotations
 
 import argparse
 
-from crossencoder.files import InputError, parse_json_line, pick_text, read_lines  # noqa: F401 - re-exported for the commands
+from crossencoder.files import InputError
 
 DEFAULT_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
 

@@ -9,14 +9,8 @@ import logging
 import sys
 from typing import Any
 
-from crossencoder.cli.common import (
-    InputError,
-    add_model_arguments,
-    load_model,
-    parse_json_line,
-    pick_text,
-    read_lines,
-)
+from crossencoder.cli.common import InputError, add_model_arguments, load_model
+from crossencoder.files import parse_json_line, pick_text, read_lines
 
 PASSAGE_KEYS = ("text", "passage", "document")
 FIRST_KEYS = ("text_a", "query", "sentence1", "premise")

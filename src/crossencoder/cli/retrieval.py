@@ -152,6 +152,7 @@ def run_mine(args: argparse.Namespace) -> int:
     from crossencoder.retrieval import Index, mine_training_pairs, read_qrels, read_queries
 
     _check_positive(candidates=args.candidates)
+    # group_pairs checks this too, but only after the (slow) mining: refuse it first.
     if args.group_size is not None and args.group_size < 2:
         raise InputError(f"--group-size must be at least 2, got {args.group_size}.")
     index = Index.open(args.index, verify=False)
