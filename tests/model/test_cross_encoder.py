@@ -122,6 +122,20 @@ def test_truncation_keeps_query_and_warns_once(model, caplog):
     assert sum("truncated" in r.message for r in caplog.records) == 1
 
 
+def test_logits_with_token_counts_match_predict_and_the_truncated_tokenization(model):
+    pairs = [*PAIRS, ("where is the museum island", "berlin " * 500)]
+    logits, tokens = model.logits_with_token_counts(pairs)
+    assert logits.shape == (len(pairs), 1)
+    raw = model.predict(pairs, activation_fn=torch.nn.Identity())
+    np.testing.assert_allclose(logits[:, 0].numpy(), raw, atol=1e-6)
+    expected = model.tokenize(pairs)["attention_mask"].sum(dim=1).tolist()
+    assert tokens == expected and tokens[-1] == model.max_length
+    empty, none = model.logits_with_token_counts([])
+    assert empty.shape == (0, 1) and none == []
+    with pytest.raises(TypeError, match=r"pairs\[0\]"):
+        model.logits_with_token_counts(["not a pair"])
+
+
 def test_overlong_query_is_cut_too(model):
     encoded = model.tokenize([("query " * 400, "doc " * 400)])
     assert encoded["input_ids"].shape[1] == model.max_length

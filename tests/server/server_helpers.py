@@ -55,7 +55,8 @@ def live_server(model, **settings) -> Iterator[LiveServer]:
 
 
 class GatedModel:
-    """A CrossEncoder whose ``predict`` blocks until ``gate`` is set, to hold the worker busy on purpose."""
+    """A CrossEncoder whose model call (``logits_with_token_counts``) blocks until ``gate`` is set, to hold the
+    worker busy on purpose."""
 
     def __init__(self, model: CrossEncoder) -> None:
         self._model = model
@@ -66,8 +67,8 @@ class GatedModel:
     def __getattr__(self, name: str):
         return getattr(self._model, name)
 
-    def predict(self, pairs, **kwargs):
+    def logits_with_token_counts(self, pairs, **kwargs):
         self.calls.append(len(pairs))
         self.entered.set()
         assert self.gate.wait(30), "test never opened the gate"
-        return self._model.predict(pairs, **kwargs)
+        return self._model.logits_with_token_counts(pairs, **kwargs)

@@ -112,11 +112,18 @@ def test_cohere_sdk_sees_auth_failure(server):
     assert info.value.status_code == 401
 
 
+def tokens_of(model, query: str, texts: list[str]) -> int:
+    return sum(model.logits_with_token_counts([(query, t) for t in texts])[1])
+
+
 def test_jina_shape_and_rank_fields(server, tiny_model):
     body = {"model": "jina-reranker-v2", "query": QUERY, "documents": [{"text": d} for d in DOCS], "top_n": 2,
             "return_documents": True}
     data = post(server, "/v1/rerank", body).json()
     assert data["model"] == "tiny"
+    # Jina's clients (Haystack's JinaRanker) read `usage`; every document is counted, not only the top_n.
+    assert data["usage"] == {"prompt_tokens": tokens_of(tiny_model, QUERY, DOCS),
+                             "total_tokens": tokens_of(tiny_model, QUERY, DOCS)}
     assert [r["document"]["text"] for r in data["results"]] == [h["text"] for h in
                                                                 tiny_model.rank(QUERY, DOCS, 2, True)]
     docs = [{"title": f"T{i}", "body": d} for i, d in enumerate(DOCS)]
@@ -127,13 +134,20 @@ def test_jina_shape_and_rank_fields(server, tiny_model):
 
 
 def test_infinity_clients_post_documents_to_rerank(server, tiny_model):
-    # LangChain's and litellm's infinity rerankers send Cohere's body to /rerank and read `results`.
+    # LangChain's and litellm's infinity rerankers post `documents` to /rerank; infinity's client requires `usage`
+    # and reads each document back as the string it sent.
     body = {"model": "mixedbread-ai/mxbai-rerank-xsmall-v1", "query": QUERY, "documents": DOCS, "top_n": 2,
             "return_documents": True}
     data = post(server, "/rerank", body).json()
     expected = tiny_model.rank(QUERY, DOCS, top_k=2, return_documents=True)
     assert_ranked_like(data["results"], expected, "index", "relevance_score")
-    assert [r["document"]["text"] for r in data["results"]] == [h["text"] for h in expected]
+    assert [r["document"] for r in data["results"]] == [h["text"] for h in expected]
+    assert data["object"] == "rerank" and data["model"] == "tiny" and data["id"] and data["created"] > 0
+    assert data["usage"]["total_tokens"] == tokens_of(tiny_model, QUERY, DOCS)
+    raw = post(server, "/rerank", {"query": QUERY, "documents": DOCS, "raw_scores": True}).json()
+    assert_ranked_like(raw["results"], tiny_model.rank(QUERY, DOCS, activation_fn=lambda x: x), "index",
+                       "relevance_score")
+    assert all("document" not in r for r in raw["results"])
     response = post(server, "/rerank", {"query": QUERY, "documents": []})
     assert response.status_code == 422 and response.json()["error"].startswith("documents:")
 
@@ -248,7 +262,8 @@ def _metric(text: str, name: str) -> float:
 def test_auth_rejects_missing_or_wrong_keys(server, headers):
     response = post(server, "/rerank", {"query": QUERY, "texts": DOCS}, headers=headers)
     assert response.status_code == 401
-    assert response.json() == {"error": "missing or invalid API key", "error_type": "unauthorized"}
+    assert response.json() == {"error": "missing or invalid API key", "error_type": "unauthorized",
+                               "detail": "missing or invalid API key"}
     assert response.headers["www-authenticate"] == "Bearer"
 
 
@@ -275,6 +290,8 @@ def test_auth_accepts_lowercase_scheme_and_probes_are_open(server):
     ("/v2/rerank", b'{"query": "q", "documents": ["a", null]}', 422, "validation", "documents[1]"),
     ("/v2/rerank", b'{"query": "q", "documents": [{"title": "a"}]}', 422, "validation", "'text'"),
     ("/v2/rerank", b'{"query": "q", "documents": ["a"], "top_n": 0}', 422, "validation", "top_n"),
+    ("/v2/rerank", b'{"query": "q", "return_documents": true, "documents": [{"text": "a", "m": '
+                   + b"[" * 40 + b"]" * 40 + b"}]}", 422, "validation", "documents[0] nests deeper than 32"),
     ("/predict", b'{"pairs": [["a", "b", "c"]]}', 422, "validation", "pairs[0]"),
     ("/predict", b'{"pairs": "ab"}', 422, "validation", "pairs"),
     ("/predict", b'{"inputs": "one text"}', 422, "validation", "inputs must be a pair of strings"),
@@ -291,7 +308,26 @@ def test_bad_input_gets_documented_status(server, path, content, status, error_t
     body = response.json()
     assert body["error_type"] == error_type
     assert fragment in body["error"]
+    assert body["detail"] == body["error"]  # what Jina's and infinity's clients read
     assert httpx.get(server.url + "/health").status_code == 200  # still alive
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain"])
+def test_a_body_not_sent_as_json_is_a_clear_415(server, content_type):
+    # `curl -d` and `requests.post(url, data=json.dumps(...))` send JSON without saying so.
+    headers = {**AUTH, "Content-Type": content_type}
+    response = httpx.post(server.url + "/rerank", content=b'{"query": "q", "texts": ["a"]}', headers=headers)
+    assert response.status_code == 415
+    assert "Content-Type: application/json" in response.json()["error"]
+    vendor = httpx.post(server.url + "/rerank", content=b'{"query": "q", "texts": ["a"]}',
+                        headers={**AUTH, "Content-Type": "application/vnd.api+json; charset=utf-8"})
+    assert vendor.status_code == 200
+
+
+def test_null_return_documents_means_false_and_health_answers_head(server):
+    data = post(server, "/v1/rerank", {"query": QUERY, "documents": DOCS, "return_documents": None}).json()
+    assert len(data["results"]) == len(DOCS) and all("document" not in r for r in data["results"])
+    assert httpx.head(server.url + "/health").status_code == 200
 
 
 # ---------------------------------------------------------------------------------------------- limits
@@ -308,6 +344,13 @@ def test_too_long_document_or_query_is_413(server):
     assert response.status_code == 413 and "query" in response.json()["error"]
     response = post(server, "/predict", {"pairs": [["a", "b"], ["c", "d" * 2001]]})
     assert response.status_code == 413 and "pairs[1][1]" in response.json()["error"]
+    # TEI's `inputs` are named as the client sent them.
+    response = post(server, "/predict", {"inputs": [["a", "b"], ["c", "d" * 2001]]})
+    assert response.status_code == 413 and "inputs[1][1]" in response.json()["error"]
+    response = post(server, "/predict", {"inputs": ["a" * 2001, "b"]})
+    assert response.status_code == 413 and "inputs[0] has" in response.json()["error"]
+    response = post(server, "/rerank", {"query": QUERY, "texts": ["ok", "x" * 2001]})
+    assert response.status_code == 413 and "texts[1]" in response.json()["error"]
 
 
 def test_body_over_limit_is_413_declared_or_chunked(server):
@@ -354,3 +397,7 @@ def test_cors_is_off_by_default_and_on_when_asked(server, tiny_model):
         assert response.headers["access-control-allow-origin"] == "https://app.example"
         other = httpx.options(live.url + "/rerank", headers={**preflight, "Origin": "https://evil.example"})
         assert other.status_code == 400
+        # SDKs add their own headers (Cohere's X-Client-Name); the preflight must allow them.
+        sdk = httpx.options(live.url + "/rerank", headers={**preflight, "Access-Control-Request-Headers":
+                                                           "authorization,content-type,x-client-name"})
+        assert sdk.status_code == 200

@@ -66,7 +66,7 @@ def test_full_queue_answers_429_with_retry_after_then_recovers(tiny_model):
 
 def test_too_many_requests_in_flight_is_503_with_retry_after_and_probes_stay_open(tiny_model):
     model = GatedModel(tiny_model)
-    with live_server(model, max_connections=2, retry_after=4) as live:
+    with live_server(model, max_connections=2, retry_after=4, cors_origins=("https://app.example",)) as live:
         results: dict[int, httpx.Response] = {}
 
         def send(i: int) -> None:
@@ -78,9 +78,12 @@ def test_too_many_requests_in_flight_is_503_with_retry_after_and_probes_stay_ope
         threads[1].start()
         wait_for(lambda: queue_depth(live.url) == 1)  # two requests in flight: one scored, one queued
 
-        refused = httpx.post(live.url + "/rerank", json=rerank_body(2), timeout=30)
+        refused = httpx.post(live.url + "/rerank", json=rerank_body(2), headers={"Origin": "https://app.example"},
+                             timeout=30)
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "4"
+        # A browser can read the refusal (and its Retry-After) only if it carries the CORS headers.
+        assert refused.headers["access-control-allow-origin"] == "https://app.example"
         assert refused.json()["error_type"] == "overloaded"
         assert httpx.get(live.url + "/health").status_code == 200
 
@@ -105,8 +108,8 @@ def test_request_timeout_is_504_and_abandoned_work_is_skipped(tiny_model):
         send(1, 3)  # queued behind the busy model until its deadline
         first.join(30)
         assert results[0].status_code == 504 and results[1].status_code == 504
-        assert results[1].json() == {"error": "not scored within the request timeout of 0.5 s",
-                                     "error_type": "timeout"}
+        assert results[1].json()["error"] == "not scored within the request timeout of 0.5 s"
+        assert results[1].json()["error_type"] == "timeout"
         model.gate.set()
         send(2, 5)
         assert results[2].status_code == 200
@@ -160,16 +163,18 @@ def test_batcher_merges_concurrent_requests_and_slices_results(tiny_model):
 
     model, groups, outputs = asyncio.run(main())
     assert model.calls == [1, 10]  # 1+2+3+4 queued pairs in one call
-    for group, logits in zip(groups, outputs[1:]):
+    for group, scored in zip(groups, outputs[1:]):
         expected = tiny_model.predict(group, activation_fn=lambda x: x)
-        assert logits.shape == (len(group), 1)
-        assert logits[:, 0].tolist() == pytest.approx(list(expected), abs=1e-5)
+        assert scored.logits.shape == (len(group), 1)
+        assert scored.logits[:, 0].tolist() == pytest.approx(list(expected), abs=1e-5)
+        # Each request is charged its own pairs' tokens, not the merged call's.
+        assert scored.tokens == sum(tiny_model.logits_with_token_counts(group)[1])
 
 
 def test_batcher_queue_bound_and_model_errors_reach_every_request(tiny_model):
     class Broken(GatedModel):
-        def predict(self, pairs, **kwargs):
-            super().predict(pairs, **kwargs)  # wait for the gate
+        def logits_with_token_counts(self, pairs, **kwargs):
+            super().logits_with_token_counts(pairs, **kwargs)  # wait for the gate
             raise RuntimeError("boom")
 
     async def main():
@@ -193,13 +198,14 @@ def test_batcher_queue_bound_and_model_errors_reach_every_request(tiny_model):
 
 def test_model_failure_is_a_500_json_error_and_server_survives(tiny_model):
     class FlakyModel(GatedModel):
-        def predict(self, pairs, **kwargs):
+        def logits_with_token_counts(self, pairs, **kwargs):
             if len(pairs) == 3:
                 raise RuntimeError("kaputt")
-            return self._model.predict(pairs, **kwargs)
+            return self._model.logits_with_token_counts(pairs, **kwargs)
 
     with live_server(FlakyModel(tiny_model)) as live:
         response = httpx.post(live.url + "/rerank", json=rerank_body(3))
         assert response.status_code == 500
-        assert response.json() == {"error": "internal server error", "error_type": "internal"}
+        assert response.json() == {"error": "internal server error", "error_type": "internal",
+                                   "detail": "internal server error"}
         assert httpx.post(live.url + "/rerank", json=rerank_body(2)).status_code == 200

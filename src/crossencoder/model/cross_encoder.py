@@ -356,6 +356,43 @@ class CrossEncoder:
                 bar.update(len(batch))
         return out
 
+    def logits_with_token_counts(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        batch_size: int = 32,
+        max_batch_tokens: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Raw logits of pairs, and how many tokens each pair fed the model (after truncation).
+
+        What :meth:`predict` computes before any activation, plus the token counts from the same tokenization,
+        for callers that account for usage (the server's ``usage`` field) without tokenizing twice.
+
+        Args:
+            pairs: ``(text_a, text_b)`` pairs.
+            batch_size: Maximum pairs per batch.
+            max_batch_tokens: Token budget per batch (default: the model's ``max_batch_tokens``).
+            show_progress_bar: As in :meth:`predict`.
+
+        Returns:
+            float32 logits of shape ``(n, num_labels)`` on the CPU, in input order, and ``n`` token counts
+            (special tokens included).
+
+        Raises:
+            TypeError: ``pairs`` is not a list of pairs of strings.
+
+        Example:
+            >>> logits, tokens = model.logits_with_token_counts([("berlin population", "Berlin has 3.5M people.")])
+            >>> logits.shape, tokens
+            (torch.Size([1, 1]), [13])
+        """
+        pair_list = validate_pairs(pairs)
+        encodings = self._encode(pair_list)
+        if not encodings:
+            return torch.empty((0, self.num_labels), dtype=torch.float32), []
+        logits = self._logits(encodings, batch_size, max_batch_tokens, show_progress_bar)
+        return logits, [len(e["input_ids"]) for e in encodings]
+
     def predict(
         self,
         pairs: Sequence[tuple[str, str]] | tuple[str, str],
@@ -410,7 +447,7 @@ class CrossEncoder:
         else:
             # Symmetric: one call for both orders, so the two halves share length-sorted batches.
             to_score = with_swapped(pair_list) if symmetric else pair_list
-            logits = self._logits(self._encode(to_score), batch_size, max_batch_tokens, show_progress_bar)
+            logits, _ = self.logits_with_token_counts(to_score, batch_size, max_batch_tokens, show_progress_bar)
             if symmetric:
                 logits = average_orders(logits)
             scores = self._apply_activation(logits, activation_fn, apply_softmax, calibrated)

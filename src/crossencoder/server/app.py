@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -20,19 +21,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from crossencoder import __version__
 from crossencoder.model.inputs import average_orders, with_swapped
 from crossencoder.model.ranking import best_first
-from crossencoder.server.batcher import MicroBatcher, QueueFullError, ShuttingDownError
+from crossencoder.server.batcher import MicroBatcher, QueueFullError, Scored, ShuttingDownError
 from crossencoder.server.metrics import Metrics
 from crossencoder.server.middleware import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
     ConcurrencyLimitMiddleware,
     MetricsMiddleware,
+    error_body,
     mark_error,
 )
 from crossencoder.server.schemas import (
     CohereRerankRequest,
     CohereRerankResponse,
     ErrorResponse,
+    InfinityRerankRequest,
+    InfinityRerankResponse,
     InfoResponse,
     PredictRequest,
     PredictResponse,
@@ -55,6 +59,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         400: "Malformed JSON, or a rerank call on a classifier.",
         401: "Missing or wrong API key.",
         413: "Body, document count or document length over the limit.",
+        415: "The body is not sent as JSON (`Content-Type: application/json`).",
         422: "Wrong types, empty query, empty document list.",
         429: "Queue full; retry after `Retry-After` seconds.",
         503: "Too many requests in flight, or shutting down; retry after `Retry-After` seconds.",
@@ -77,11 +82,11 @@ class ApiError(Exception):
 def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> FastAPI:
     """Build the rerank server around a loaded model.
 
-    Endpoints: ``POST /rerank`` (TEI), ``POST /v1/rerank`` and ``/v2/rerank`` (Cohere; Jina's clients use the v1
-    shape), ``POST /predict`` (pairs -> scores or labels), ``GET /health``, ``/ready``, ``/info``, ``/metrics``
-    (Prometheus) and the OpenAPI docs at ``/docs``. Concurrent requests are merged into shared model calls by a
-    :class:`~crossencoder.server.batcher.MicroBatcher` that starts and stops (draining queued work) with the app's
-    lifespan.
+    Endpoints: ``POST /rerank`` (TEI; infinity's schema when sent ``documents``), ``POST /v1/rerank`` and
+    ``/v2/rerank`` (Cohere; Jina's clients use the v1 shape), ``POST /predict`` (pairs -> scores or labels),
+    ``GET /health``, ``/ready``, ``/info``, ``/metrics`` (Prometheus) and the OpenAPI docs at ``/docs``. Concurrent
+    requests are merged into shared model calls by a :class:`~crossencoder.server.batcher.MicroBatcher` that starts
+    and stops (draining queued work) with the app's lifespan.
 
     Args:
         model: A loaded :class:`~crossencoder.CrossEncoder`.
@@ -124,16 +129,17 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
     app.state.metrics = metrics
 
     # ------------------------------------------------------------------ helpers
-    def check_limits(texts: list[str], n_items: int, what: str) -> None:
+    def check_limits(texts: list[str], n_items: int, what: str, name_of: Callable[[int], str]) -> None:
+        """413 for more than ``max_documents`` items or an over-long text (``name_of(i)`` names ``texts[i]``)."""
         if n_items > settings.max_documents:
             raise ApiError(413, f"too many {what}: {n_items}; the limit is {settings.max_documents} per request",
                            "payload_too_large")
         for i, text in enumerate(texts):
             if len(text) > settings.max_document_chars:
-                raise ApiError(413, f"{_describe(i, n_items, what)} has {len(text)} characters; the limit is "
+                raise ApiError(413, f"{name_of(i)} has {len(text)} characters; the limit is "
                                     f"{settings.max_document_chars}", "payload_too_large")
 
-    async def logits_for(pairs: list[tuple[str, str]]) -> torch.Tensor:
+    async def logits_for(pairs: list[tuple[str, str]]) -> Scored:
         try:
             return await asyncio.wait_for(batcher.submit(pairs), settings.request_timeout)
         except QueueFullError as exc:
@@ -154,27 +160,45 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
             return torch.sigmoid(logits)
         return model.activation_fn(logits) if model.activation_fn is not None else logits
 
-    async def rerank_scores(query: str, texts: list[str], raw: bool) -> list[tuple[int, float]]:
+    async def rerank_scores(
+        query: str, texts: list[str], raw: bool, field: str = "documents"
+    ) -> tuple[list[tuple[int, float]], dict[str, int]]:
+        """``(index, score)`` best first, and the request's token ``usage`` (``field``: the texts' name in it)."""
         if model.num_labels != 1:
             raise ApiError(400, f"this model is a classifier with {model.num_labels} labels; rerank needs a "
                                 "1-label model: use POST /predict", "validation")
-        check_limits([query, *texts], len(texts), "documents")
-        scores = activate(await logits_for([(query, text) for text in texts]), raw)[:, 0].tolist()
+        check_limits([query, *texts], len(texts), field, lambda i: f"{field}[{i - 1}]" if i else "the query")
+        scored = await logits_for([(query, text) for text in texts])
+        scores = activate(scored.logits, raw)[:, 0].tolist()
         # Best first; equal scores keep input order and NaN goes last, exactly like CrossEncoder.rank().
-        return [(i, scores[i]) for i in best_first(scores)]
+        ranked = [(i, scores[i]) for i in best_first(scores)]
+        return ranked, {"prompt_tokens": scored.tokens, "total_tokens": scored.tokens}
 
     # ------------------------------------------------------------------ scoring endpoints
-    @app.post("/rerank", response_model=list[TEIRerankResult] | CohereRerankResponse,
+    @app.post("/rerank", response_model=list[TEIRerankResult] | InfinityRerankResponse,
               response_model_exclude_none=True, responses=_ERRORS, tags=["rerank"],
-              summary="Rerank (Hugging Face TEI schema; Cohere's, as infinity serves it, when sent `documents`)")
+              summary="Rerank (Hugging Face TEI schema; infinity's when sent `documents`)")
     async def rerank_tei(body: RerankRequest) -> Any:
-        if isinstance(body, CohereRerankRequest):
-            return await rerank_cohere(body, "1")
-        ranked = await rerank_scores(body.query, body.texts, body.raw_scores)
+        if isinstance(body, InfinityRerankRequest):
+            return await rerank_infinity(body)
+        ranked, _ = await rerank_scores(body.query, body.texts, body.raw_scores, "texts")
         return [{"index": i, "score": s, "text": body.texts[i] if body.return_text else None} for i, s in ranked]
 
+    async def rerank_infinity(body: InfinityRerankRequest) -> dict[str, Any]:
+        ranked, usage = await rerank_scores(body.query, body.texts(), body.raw_scores)
+        return {
+            "object": "rerank", "id": str(uuid.uuid4()), "created": int(time.time()),
+            "model": settings.served_model_name,
+            "results": [
+                # infinity returns each document as sent (a string), not Cohere's {"text": ...}.
+                {"index": i, "relevance_score": s, "document": body.documents[i] if body.return_documents else None}
+                for i, s in ranked[: body.top_n]
+            ],
+            "usage": usage,
+        }
+
     async def rerank_cohere(body: CohereRerankRequest, version: str) -> dict[str, Any]:
-        ranked = await rerank_scores(body.query, body.texts(), raw=False)
+        ranked, usage = await rerank_scores(body.query, body.texts(), raw=False)
         return {
             "id": str(uuid.uuid4()),
             "results": [
@@ -183,6 +207,7 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
             ],
             "meta": {"api_version": {"version": version}, "billed_units": {"search_units": 1}},
             "model": settings.served_model_name,
+            "usage": usage,
         }
 
     @app.post("/v1/rerank", response_model=CohereRerankResponse, response_model_exclude_none=True,
@@ -200,8 +225,8 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
               summary="Score or classify sentence pairs (this server's `pairs` or TEI's `inputs`)")
     async def predict(body: PredictRequest) -> Any:
         pairs = body.pair_list()
-        check_limits([text for pair in pairs for text in pair], len(pairs), "pairs")
-        logits = await logits_for(with_swapped(pairs) if body.symmetric else pairs)
+        check_limits([text for pair in pairs for text in pair], len(pairs), "pairs", body.text_name)
+        logits = (await logits_for(with_swapped(pairs) if body.symmetric else pairs)).logits
         if body.symmetric:
             logits = average_orders(logits)
         scores = activate(logits, body.raw_scores)
@@ -220,6 +245,7 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
         return {"results": [{"label": names[k], "scores": dict(zip(names, row))} for k, row in zip(best, rows)]}
 
     # ------------------------------------------------------------------ probes, info, metrics
+    @app.head("/health", include_in_schema=False)  # load balancers that probe with HEAD
     @app.get("/health", tags=["ops"], summary="Liveness: the process answers")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -258,7 +284,7 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
     def error(request: Request, status: int, message: str, error_type: str,
               headers: dict[str, str] | None = None) -> JSONResponse:
         mark_error(request.scope, error_type)
-        return JSONResponse({"error": message, "error_type": error_type}, status_code=status, headers=headers)
+        return JSONResponse(error_body(message, error_type), status_code=status, headers=headers)
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -271,6 +297,10 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
             if problem.get("type") == "json_invalid":
                 detail = (problem.get("ctx") or {}).get("error", "invalid JSON")
                 return error(request, 400, f"malformed JSON body: {detail}", "malformed_json")
+        if request.headers.get("content-type") and not _is_json(request.headers["content-type"]):
+            # FastAPI does not parse such a body, so the model errors would point the wrong way.
+            return error(request, 415, f"send the body as JSON with `Content-Type: application/json` (got "
+                                       f"{request.headers['content-type']!r})", "unsupported_media_type")
         messages = [_format_problem(p) for p in problems[:5]]
         if len(problems) > 5:
             messages.append(f"... and {len(problems) - 5} more")
@@ -287,25 +317,26 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
         logger.error("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return error(request, 500, "internal server error", "internal")
 
-    # Outermost last: metrics see everything, overload is refused first, CORS answers preflights, auth runs before
-    # the body is read.
+    # Outermost last: metrics see everything; CORS answers preflights and adds its headers to every answer,
+    # overload refusals included (so a browser can read their Retry-After); overload is refused before any other
+    # work; auth runs before the body is read. Any request header is allowed (SDKs add their own, e.g. Cohere's
+    # X-Client-Name): the origin list and the API key are what guard the server.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(ConcurrencyLimitMiddleware, max_requests=settings.max_connections,
                        retry_after=settings.retry_after)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["*"])
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
 
-def _describe(index: int, n_items: int, what: str) -> str:
-    """Name text ``index`` of ``[query, *texts]`` (rerank) or of the flattened pairs (predict)."""
-    if what == "documents":
-        return "the query" if index == 0 else f"documents[{index - 1}]"
-    return f"pairs[{index // 2}][{index % 2}]"
+def _is_json(content_type: str) -> bool:
+    """Whether FastAPI parses a body of this type as JSON (``application/json`` or ``application/*+json``)."""
+    main, _, sub = content_type.split(";", 1)[0].strip().lower().partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
 
 
 def _format_problem(problem: dict[str, Any]) -> str:

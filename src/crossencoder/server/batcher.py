@@ -7,7 +7,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -27,6 +27,13 @@ class ShuttingDownError(Exception):
     """The batcher is not accepting work (not started yet, or draining for shutdown; HTTP 503)."""
 
 
+class Scored(NamedTuple):
+    """What one request gets back: raw logits ``[n, num_labels]`` and the tokens its pairs fed the model."""
+
+    logits: torch.Tensor
+    tokens: int
+
+
 @dataclass
 class _Job:
     pairs: list[tuple[str, str]]
@@ -40,7 +47,8 @@ class MicroBatcher:
     taking requests (waiting at most ``max_wait_ms`` for new ones) until the merged call holds ``max_batch_pairs``
     pairs, and scores them with a single ``CrossEncoder.predict`` call, which sorts all pairs by length into
     token-budget batches. The call runs on a dedicated thread so the event loop keeps serving HTTP; while it runs,
-    new requests queue up and form the next merged call. Each request gets back its own slice of raw logits.
+    new requests queue up and form the next merged call. Each request gets back its own slice of raw logits and
+    its token count (for the ``usage`` of rerank answers).
 
     Args:
         model: A loaded :class:`~crossencoder.CrossEncoder`.
@@ -54,7 +62,8 @@ class MicroBatcher:
     Example:
         >>> batcher = MicroBatcher(model)
         >>> await batcher.start()
-        >>> logits = await batcher.submit([("query", "passage one"), ("query", "passage two")])  # shape [2, num_labels]
+        >>> scored = await batcher.submit([("query", "passage one"), ("query", "passage two")])
+        >>> scored.logits.shape, scored.tokens  # (torch.Size([2, 1]), 12)
         >>> await batcher.stop()
     """
 
@@ -79,7 +88,6 @@ class MicroBatcher:
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task | None = None
         self._accepting = False
-        self._identity = torch.nn.Identity()
 
     @property
     def accepting(self) -> bool:
@@ -112,8 +120,8 @@ class MicroBatcher:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
-    async def submit(self, pairs: list[tuple[str, str]]) -> torch.Tensor:
-        """Queue ``pairs`` for scoring and wait for their raw logits.
+    async def submit(self, pairs: list[tuple[str, str]]) -> Scored:
+        """Queue ``pairs`` for scoring and wait for their raw logits and token count.
 
         Cancelling the caller (e.g. on a timeout) drops the request if the model has not started on it yet.
 
@@ -121,7 +129,8 @@ class MicroBatcher:
             pairs: ``(text_a, text_b)`` pairs (at least one).
 
         Returns:
-            float32 logits of shape ``[len(pairs), num_labels]``, in the order of ``pairs``.
+            float32 logits of shape ``[len(pairs), num_labels]``, in the order of ``pairs``, and the number of
+            tokens the pairs fed the model (after truncation, special tokens included).
 
         Raises:
             QueueFullError: the queue is full.
@@ -176,7 +185,7 @@ class MicroBatcher:
                     pairs = [pair for job in live for pair in job.pairs]
                     started = time.perf_counter()
                     try:
-                        logits = await loop.run_in_executor(self._executor, self._score, pairs)
+                        logits, tokens = await loop.run_in_executor(self._executor, self._score, pairs)
                     except Exception as exc:  # noqa: BLE001 - every waiting request must learn about the failure
                         logger.exception("Model call on %d pairs failed", len(pairs))
                         for job in live:
@@ -186,21 +195,19 @@ class MicroBatcher:
                     self._record_batch(len(pairs), len(live), time.perf_counter() - started)
                     offset = 0
                     for job in live:
-                        part = logits[offset: offset + len(job.pairs)]
+                        part = slice(offset, offset + len(job.pairs))
                         offset += len(job.pairs)
                         if not job.future.done():
-                            job.future.set_result(part)
+                            job.future.set_result(Scored(logits[part], sum(tokens[part])))
             finally:
                 for _ in jobs:
                     self._queue.task_done()
 
-    def _score(self, pairs: list[tuple[str, str]]) -> torch.Tensor:
-        """Raw logits ``[n, num_labels]`` (runs on the worker thread)."""
-        logits = self.model.predict(
-            pairs, batch_size=self.batch_size, show_progress_bar=False, activation_fn=self._identity,
-            convert_to_tensor=True, max_batch_tokens=self.max_batch_tokens,
+    def _score(self, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, list[int]]:
+        """Raw logits ``[n, num_labels]`` and per-pair token counts (runs on the worker thread)."""
+        return self.model.logits_with_token_counts(
+            pairs, batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens, show_progress_bar=False,
         )
-        return logits.reshape(len(pairs), -1)
 
     def _record_batch(self, n_pairs: int, n_requests: int, seconds: float) -> None:
         if self.metrics is None:

@@ -31,12 +31,20 @@ def mark_error(scope: Scope, error_type: str) -> None:
     scope.setdefault("state", {})["error_type"] = error_type
 
 
+def error_body(message: str, error_type: str) -> dict[str, str]:
+    """The JSON body of every error answer (see ``schemas.ErrorResponse``).
+
+    ``detail`` repeats ``error`` because clients of FastAPI-based servers (Jina's, infinity's) read that name.
+    """
+    return {"error": message, "error_type": error_type, "detail": message}
+
+
 async def send_error(
     scope: Scope, send: Send, status: int, message: str, error_type: str, headers: dict[str, str] | None = None
 ) -> None:
-    """Answer with the server's JSON error body ``{"error": ..., "error_type": ...}``."""
+    """Answer with the server's JSON error body."""
     mark_error(scope, error_type)
-    body = json.dumps({"error": message, "error_type": error_type}).encode()
+    body = json.dumps(error_body(message, error_type)).encode()
     raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})

@@ -1,4 +1,4 @@
-"""Request and response bodies: Hugging Face TEI, Cohere v1/v2 (also Jina's shape) and our own ``/predict``.
+"""Request and response bodies: Hugging Face TEI, Cohere v1/v2 (also Jina's shape), infinity and our ``/predict``.
 
 Requests ignore fields they do not use (clients send extras such as Cohere's ``max_tokens_per_doc`` or
 ``priority``), so unchanged client code keeps working; fields they do use are type-checked.
@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+# Deeper document objects are refused up front: echoing them back would fail in JSON serialization after scoring.
+MAX_DOCUMENT_DEPTH = 32
 
 
 class _Request(BaseModel):
@@ -21,6 +24,8 @@ class ErrorResponse(BaseModel):
     error: str = Field(description="What went wrong, for humans.")
     error_type: str = Field(description="Machine-readable kind: validation, malformed_json, payload_too_large, "
                                         "unauthorized, overloaded, timeout, unavailable, not_found, internal.")
+    detail: str = Field(description="The same text as `error`, under the name FastAPI-based servers (Jina, "
+                                    "infinity) use and their clients read.")
 
 
 # ---------------------------------------------------------------------------------------------- TEI
@@ -53,9 +58,15 @@ class CohereRerankRequest(_Request):
         min_length=1, description="Strings, or objects with a string `text` field (or the fields named in "
                                   "`rank_fields`); objects are returned unchanged as `document`.")
     top_n: int | None = Field(None, ge=1, description="Return only the best `top_n` results (default: all).")
-    return_documents: bool = Field(False, description="Add each document to its result as `document`.")
+    return_documents: bool = Field(False, description="Add each document to its result as `document` "
+                                                      "(null means false).")
     rank_fields: list[str] | None = Field(
         None, min_length=1, description="Cohere v1: object fields to rank on, joined as 'field: value' lines.")
+
+    @field_validator("return_documents", mode="before")
+    @classmethod
+    def _null_is_false(cls, value: Any) -> Any:
+        return False if value is None else value
 
     @model_validator(mode="after")
     def _check_documents(self) -> CohereRerankRequest:
@@ -69,6 +80,8 @@ class CohereRerankRequest(_Request):
             for name in fields:
                 if not isinstance(doc.get(name), str):
                     raise ValueError(f"documents[{i}] needs a string field {name!r}")
+            if _depth(doc) > MAX_DOCUMENT_DEPTH:
+                raise ValueError(f"documents[{i}] nests deeper than {MAX_DOCUMENT_DEPTH} levels")
         return self
 
     def texts(self) -> list[str]:
@@ -84,21 +97,27 @@ class CohereRerankRequest(_Request):
         return doc if isinstance(doc, dict) else {"text": doc}
 
 
+class InfinityRerankRequest(CohereRerankRequest):
+    """``POST /rerank`` with ``documents``: infinity's schema (Cohere's body plus ``raw_scores``)."""
+
+    raw_scores: bool = Field(False, description="Return raw logits instead of the model's activation.")
+
+
 def _rerank_shape(payload: Any) -> str:
-    # TEI clients post `texts`; infinity's clients (LangChain, litellm) post Cohere's `documents` to the same path.
+    # TEI clients post `texts`; infinity's clients (LangChain, litellm) post `documents` to the same path.
     if isinstance(payload, dict) and "documents" in payload and "texts" not in payload:
-        return "cohere"
+        return "infinity"
     return "tei"
 
 
-# ``POST /rerank`` body: TEI's schema, or Cohere's when the request has `documents` instead of `texts`. The tag
+# ``POST /rerank`` body: TEI's schema, or infinity's when the request has `documents` instead of `texts`. The tag
 # picks one model, so a bad request is reported against the schema it was meant for.
 RerankRequest = Annotated[
-    Union[Annotated[TEIRerankRequest, Tag("tei")], Annotated[CohereRerankRequest, Tag("cohere")]],
+    Union[Annotated[TEIRerankRequest, Tag("tei")], Annotated[InfinityRerankRequest, Tag("infinity")]],
     Discriminator(_rerank_shape),
 ]
 # The tags show up in validation error locations; they are not fields.
-RERANK_TAGS = ("tei", "cohere")
+RERANK_TAGS = ("tei", "infinity")
 
 
 class CohereRerankResult(BaseModel):
@@ -120,11 +139,34 @@ class CohereMeta(BaseModel):
     billed_units: BilledUnits
 
 
+class Usage(BaseModel):
+    """Tokens the request fed the model (query and document of every pair, special tokens included)."""
+
+    prompt_tokens: int
+    total_tokens: int
+
+
 class CohereRerankResponse(BaseModel):
     id: str = Field(description="A fresh id per request.")
     results: list[CohereRerankResult] = Field(description="Best first.")
     meta: CohereMeta
     model: str = Field(description="The served model's name (Jina's response field).")
+    usage: Usage = Field(description="Jina's response field.")
+
+
+class InfinityRerankResult(BaseModel):
+    index: int = Field(description="Position of the document in `documents`.")
+    relevance_score: float
+    document: Any = Field(None, description="The document as sent (a string, or an object).")
+
+
+class InfinityRerankResponse(BaseModel):
+    object: Literal["rerank"] = "rerank"
+    id: str = Field(description="A fresh id per request.")
+    created: int = Field(description="Unix time of the answer.")
+    model: str = Field(description="The served model's name.")
+    results: list[InfinityRerankResult] = Field(description="Best first.")
+    usage: Usage
 
 
 # ---------------------------------------------------------------------------------------------- predict
@@ -165,6 +207,13 @@ class PredictRequest(_Request):
     def _tei_items(self) -> list[Any]:
         return self.inputs if self.is_tei_batch else [self.inputs]
 
+    def text_name(self, index: int) -> str:
+        """Where text ``index`` of the flattened pairs sits in the request, e.g. ``pairs[3][1]``."""
+        pair, side = divmod(index, 2)
+        if self.inputs is not None and not self.is_tei_batch:
+            return f"inputs[{side}]"
+        return f"{'pairs' if self.pairs is not None else 'inputs'}[{pair}][{side}]"
+
     def pair_list(self) -> list[tuple[str, str]]:
         """The pairs to score, from whichever field was sent."""
         if self.pairs is not None:
@@ -199,6 +248,21 @@ class InfoResponse(BaseModel):
     score_activation: str
     device: str
     limits: dict[str, Any]
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value (a scalar is 0), iteratively so a deep value cannot exhaust the stack."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_DOCUMENT_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _json_type(value: Any) -> str:
