@@ -54,6 +54,30 @@ def test_rank_long_documents_reports_window(tiny_model_dir, tmp_path, capsys):
     assert records[0]["window"] == 0 and records[1]["window"] >= 0 and len(records[1]["window_span"]) == 2
 
 
+def test_text_passages_starting_with_a_brace_stay_text(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    passages = ["{braces} open this passage", "a second passage"]
+    for name in ("p.txt", "p.data"):
+        path = tmp_path / name
+        path.write_text("\n".join(passages) + "\n")
+        code, out, err = run(["rank", "-m", tiny_model_dir, "-q", "q", "--json", path], capsys)
+        assert code == 0, err
+        assert sorted(json.loads(line)["text"] for line in out.splitlines()) == sorted(passages)
+    code, out, _ = run(["rank", "-m", tiny_model_dir, "-q", "q", "--json", "-"], capsys,
+                       json.dumps({"text": passages[0]}) + "\n", monkeypatch)
+    assert code == 0 and json.loads(out)["text"] == passages[0]  # stdin: a JSON object line is JSONL
+    bad = tmp_path / "p.jsonl"
+    bad.write_text("{not json\n")
+    code, _, err = run(["rank", "-m", tiny_model_dir, "-q", "q", bad], capsys)
+    assert code == 1 and "p.jsonl:1: invalid JSON" in err
+
+
+def test_rank_stride_needs_long_documents(tiny_model_dir, tmp_path, capsys):
+    path = tmp_path / "p.txt"
+    path.write_text("\n".join(PASSAGES) + "\n")
+    code, _, err = run(["rank", "-m", tiny_model_dir, "-q", "q", "--stride", "16", path], capsys)
+    assert code == 1 and "--stride sets the overlap of --long-documents windows" in err
+
+
 def test_score_tsv_keeps_order(tiny_model_dir, tmp_path, capsys):
     pairs = [("a man eats", "someone is eating"), ("a cat", "a dog"), ("x", "")]
     path = tmp_path / "pairs.tsv"
@@ -92,7 +116,7 @@ def test_score_classifier_labels_and_probabilities(tiny_nli_model_dir, tmp_path,
         (b"a\tb\nonly one field\n", "pairs.txt:2: expected 2 tab-separated"),
         (b'{"text_a": "x"}\n', "pairs.txt:1: missing field"),
         (b'{"text_a": "x", "text_b": 3}\n', "must be a string"),
-        (b"{not json\n", "pairs.txt:1: invalid JSON"),
+        (b'{"text_a": "x", "text_b": "y"}\n{not json\n', "pairs.txt:2: invalid JSON"),
         (b"ok\tfine\n\xff\xfe\tbad\n", "pairs.txt:2: not valid UTF-8"),
         (b"\n\n", "no pairs found"),
     ],

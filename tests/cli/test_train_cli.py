@@ -97,6 +97,40 @@ def test_calibrate_updates_model_folder_in_place(tiny_model_dir, tmp_path, capsy
     assert CrossEncoder(tmp_path / "m").calibration == report["calibration"]
 
 
+def test_calibrate_output_never_overwrites_an_existing_folder(tiny_model_dir, tmp_path, capsys):
+    model = tmp_path / "m"
+    CrossEncoder(tiny_model_dir).save(model)
+    (model / "NOTES.md").write_text("mine")
+    data = write_tsv(tmp_path / "held.tsv", [("berlin", f"passage {i}", i % 2) for i in range(10)])
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("important")
+    code, _, err = run(["calibrate", "-m", model, data, "--output", taken], capsys)
+    assert code == 1 and "exists and is not an empty folder" in err
+    assert (taken / "keep.txt").read_text() == "important"
+    # --output naming the model's own folder updates its config.json and keeps the other files.
+    code, _, err = run(["calibrate", "-m", model, data, "--output", model], capsys)
+    assert code == 0, err
+    assert (model / "NOTES.md").read_text() == "mine" and CrossEncoder(model).calibration is not None
+    code, _, err = run(["calibrate", "-m", model, data, "--bins", "0"], capsys)
+    assert code == 1 and "--bins must be a positive integer" in err
+
+
+def test_eval_task_regression_is_kept_for_0_1_labels_and_json_has_no_nan(tiny_model_dir, tmp_path, capsys):
+    binary = write_tsv(tmp_path / "bin.tsv", [("a man eats", "someone eats", 1), ("a cat", "a plane", 0),
+                                              ("a dog runs", "a dog is running", 1), ("rain", "a book", 0)])
+    code, out, _ = run(["eval", "-m", tiny_model_dir, binary, "--json"], capsys)
+    auto = json.loads(out)
+    assert code == 0 and auto["task"] == "classification" and "accuracy" in auto["metrics"]
+    code, out, _ = run(["eval", "-m", tiny_model_dir, binary, "--json", "--task", "regression"], capsys)
+    asked = json.loads(out)
+    assert code == 0 and asked["task"] == "regression" and "spearman" in asked["metrics"]
+    constant = write_tsv(tmp_path / "const.tsv", [("a", "b", 0.5), ("c", "d", 0.5)])
+    code, out, _ = run(["eval", "-m", tiny_model_dir, constant, "--json"], capsys)
+    # A constant column has no correlation: null, not the NaN token strict JSON parsers reject.
+    assert code == 0 and "NaN" not in out and json.loads(out)["metrics"]["spearman"] is None
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

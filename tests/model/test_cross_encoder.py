@@ -293,6 +293,49 @@ def test_unavailable_gpu_is_named_plainly(tiny_model_dir, monkeypatch):
 def test_max_length_override(tiny_model_dir):
     model = CrossEncoder(tiny_model_dir, max_length=16)
     assert model.tokenize([("a " * 30, "b " * 30)])["input_ids"].shape[1] == 16
+    # More than the position embeddings would fail deep in the model on the first long pair.
+    with pytest.raises(ValueError, match="max_length=512 is more than the model's 128 positions"):
+        CrossEncoder(tiny_model_dir, max_length=512)
+
+
+def test_zero_token_budget_is_refused_not_read_as_the_default(tiny_model_dir):
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        CrossEncoder(tiny_model_dir, max_batch_tokens=0)
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        CrossEncoder(tiny_model_dir).predict(PAIRS, max_batch_tokens=0)
+
+
+def test_collections_sentence_transformers_accepts_are_accepted(model):
+    expected = model.predict(PAIRS)
+    np.testing.assert_allclose(model.predict(np.array(PAIRS)), expected, atol=1e-6)
+    np.testing.assert_allclose(model.predict(p for p in PAIRS), expected, atol=1e-6)
+    assert model.predict(np.array(PAIRS[0])) == pytest.approx(expected[0], abs=1e-6)  # one pair as a 1-D array
+    docs = [doc for _, doc in PAIRS]
+    ranked = model.rank(PAIRS[0][0], docs)
+    for collection in (np.array(docs), (d for d in docs), tuple(docs)):
+        assert model.rank(PAIRS[0][0], collection) == ranked
+    with pytest.raises(TypeError, match="documents must be a list of str, got dict"):
+        model.rank("q", {"a": 1})
+
+
+def test_sentence_transformers_call_argument_names(model):
+    expected = model.predict(PAIRS)
+    np.testing.assert_allclose(model.predict(inputs=PAIRS), expected, atol=1e-6)
+    np.testing.assert_allclose(model.predict(sentences=PAIRS), expected, atol=1e-6)
+    logits = model.predict(PAIRS, activation_fn=torch.nn.Identity())
+    with pytest.warns(DeprecationWarning, match="activation_fct"):
+        np.testing.assert_allclose(model.predict(PAIRS, activation_fct=torch.nn.Identity()), logits, atol=1e-6)
+    with pytest.warns(DeprecationWarning, match="num_workers"):
+        model.predict(PAIRS, num_workers=2)
+    docs = [doc for _, doc in PAIRS]
+    with pytest.warns(DeprecationWarning):
+        raw = model.rank("q", docs, activation_fct=torch.nn.Identity())
+    assert raw == model.rank("q", docs, activation_fn=torch.nn.Identity())
+    assert model.rank("q", docs, convert_to_tensor=True) == model.rank("q", docs)
+    with pytest.raises(TypeError, match="pairs twice"):
+        model.predict(PAIRS, inputs=PAIRS)
+    with pytest.raises(TypeError, match="unexpected keyword argument.*prompt_typo"):
+        model.predict(PAIRS, prompt_typo=1)
 
 
 def test_oom_splits_batch_and_retries(model, monkeypatch):

@@ -64,3 +64,13 @@ def test_folder_that_is_not_a_model(tmp_path):
 def test_empty_name():
     with pytest.raises(ModelNotFoundError, match="empty"):
         CrossEncoder("")
+
+
+def test_folder_without_tokenizer_files_is_refused(tmp_path, tiny_model_dir):
+    # transformers would build a tokenizer of special tokens only and every word would score as [UNK].
+    folder = tmp_path / "weights-only"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_model_dir / name, folder / name)
+    with pytest.raises(ModelNotFoundError, match="no tokenizer files"):
+        CrossEncoder(folder)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from typing import Any
 
-from crossencoder.cli.common import DEFAULT_MODEL, InputError
+from crossencoder.cli.common import DEFAULT_MODEL, InputError, to_json
 
 # name -> (backend, backend_kwargs)
 BENCH_BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -178,7 +177,7 @@ def run_bench(args: argparse.Namespace) -> int:
         rows.append(bench_backend(name, args, passages))
     if args.json:
         for row in rows:
-            print(json.dumps(row))
+            print(to_json(row))
         return 0
     first = rows[0]["pairs_per_s"]
     header = (

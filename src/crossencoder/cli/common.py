@@ -1,8 +1,11 @@
-"""Pieces every CLI command shares: model options, model loading and the input error."""
+"""Pieces every CLI command shares: model options, model loading, JSON output and the input error."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+from typing import Any
 
 from crossencoder.files import InputError
 
@@ -38,3 +41,19 @@ def load_model(args: argparse.Namespace):
         backend_kwargs=backend_kwargs, max_batch_tokens=args.max_batch_tokens, revision=args.revision,
         trust_remote_code=args.trust_remote_code,
     )
+
+
+def to_json(value: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that writes standard JSON: NaN and infinities (a constant column's correlation, a model
+    that overflowed) become ``null`` instead of the ``NaN`` tokens that strict parsers reject."""
+
+    def clean(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {k: clean(v) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [clean(v) for v in item]
+        return item
+
+    return json.dumps(clean(value), allow_nan=False, **kwargs)

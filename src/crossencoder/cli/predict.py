@@ -7,9 +7,10 @@ import functools
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
-from crossencoder.cli.common import InputError, add_model_arguments, load_model
+from crossencoder.cli.common import InputError, add_model_arguments, load_model, to_json
 from crossencoder.files import parse_json_line, pick_text, read_lines
 
 PASSAGE_KEYS = ("text", "passage", "document")
@@ -121,15 +122,24 @@ def _check_not_ray_only(args: argparse.Namespace) -> None:
         raise InputError(f"OUT ({args.output}) needs --ray; without it results go to stdout.")
 
 
-def _is_jsonl(lines: list[tuple[int, str]]) -> bool:
-    return bool(lines) and lines[0][1].lstrip().startswith("{")
+def _is_jsonl(path: str, lines: list[tuple[int, str]]) -> bool:
+    """JSONL by extension (.jsonl/.ndjson/.json); otherwise (stdin, .txt, .tsv...) JSONL when the first line is a
+    JSON object, so a passage that merely starts with "{" stays text."""
+    if path != "-" and Path(path).suffix.lower() in {".jsonl", ".ndjson", ".json"}:
+        return True
+    if not lines or not lines[0][1].lstrip().startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(lines[0][1]), dict)
+    except json.JSONDecodeError:
+        return False
 
 
 def read_passages(path: str) -> list[str]:
     """Passages from a text file (one per line) or JSONL (``text`` field)."""
     lines = list(read_lines(path))
     name = "<stdin>" if path == "-" else path
-    if _is_jsonl(lines):
+    if _is_jsonl(path, lines):
         return [pick_text(parse_json_line(name, n, line), PASSAGE_KEYS, name, n) for n, line in lines]
     return [line for _, line in lines]
 
@@ -139,7 +149,7 @@ def read_pairs(path: str) -> list[tuple[str, str]]:
     lines = list(read_lines(path))
     name = "<stdin>" if path == "-" else path
     pairs = []
-    if _is_jsonl(lines):
+    if _is_jsonl(path, lines):
         for n, line in lines:
             obj = parse_json_line(name, n, line)
             pairs.append((pick_text(obj, FIRST_KEYS, name, n), pick_text(obj, SECOND_KEYS, name, n)))
@@ -160,6 +170,8 @@ def _check_nonempty(items: list, path: str, what: str) -> None:
 def run_rank(args: argparse.Namespace) -> int:
     if args.top_k is not None and args.top_k < 1:
         raise InputError("--top-k must be a positive integer.")
+    if args.stride is not None and args.long_documents is None:
+        raise InputError("--stride sets the overlap of --long-documents windows: add --long-documents max.")
     if args.ray and args.query is not None:
         raise InputError("--query is not used with --ray: each input row has its own query.")
     if args.ray:
@@ -178,7 +190,7 @@ def run_rank(args: argparse.Namespace) -> int:
     out = sys.stdout
     for position, hit in enumerate(hits, start=1):
         if args.json:
-            out.write(json.dumps({"rank": position, **hit}, ensure_ascii=False) + "\n")
+            out.write(to_json({"rank": position, **hit}, ensure_ascii=False) + "\n")
         else:
             out.write(f"{hit['score']:.4f}\t{hit['text']}\n")
     return 0
@@ -194,7 +206,7 @@ def run_score(args: argparse.Namespace) -> int:
     out = sys.stdout
     if model.num_labels == 1:
         for score in model.predict(pairs, batch_size=args.batch_size, symmetric=args.symmetric).tolist():
-            out.write(json.dumps({"score": score}) + "\n" if args.json else f"{score:.6f}\n")
+            out.write(to_json({"score": score}) + "\n" if args.json else f"{score:.6f}\n")
         return 0
     probabilities = model.predict(pairs, batch_size=args.batch_size, apply_softmax=True, symmetric=args.symmetric)
     names = [model.id2label.get(i, str(i)) for i in range(model.num_labels)]
@@ -202,7 +214,7 @@ def run_score(args: argparse.Namespace) -> int:
         label = names[max(range(len(row)), key=row.__getitem__)]
         if args.json:
             record: dict[str, Any] = {"label": label, "probabilities": dict(zip(names, row))}
-            out.write(json.dumps(record) + "\n")
+            out.write(to_json(record) + "\n")
         else:
             out.write(label + "\t" + "\t".join(f"{name}={p:.4f}" for name, p in zip(names, row)) + "\n")
     return 0
@@ -212,7 +224,7 @@ def run_models(args: argparse.Namespace) -> int:
     from crossencoder.catalog import CATALOG
 
     if args.json:
-        print(json.dumps([e.to_dict() for e in CATALOG.values()], indent=2))
+        print(to_json([e.to_dict() for e in CATALOG.values()], indent=2))
         return 0
     header = ("name", "task", "labels", "activation", "max_len", "published")
     rows = [

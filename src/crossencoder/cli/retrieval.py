@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
-from crossencoder.cli.common import InputError
+from crossencoder.cli.common import InputError, to_json
 from crossencoder.files import write_text_atomic
 
 METHOD_CHOICES = ["bm25", "dense", "hybrid"]
@@ -142,7 +141,7 @@ def run_search(args: argparse.Namespace) -> int:
     out = sys.stdout
     for rank, hit in enumerate(hits, start=1):
         if args.json:
-            out.write(json.dumps({"rank": rank, **hit.to_dict()}, ensure_ascii=False) + "\n")
+            out.write(to_json({"rank": rank, **hit.to_dict()}, ensure_ascii=False) + "\n")
         else:
             out.write(f"{hit.score:.6f}\t{hit.id}\t{' '.join(hit.content.split())}\n")
     return 0
@@ -169,7 +168,7 @@ def run_mine(args: argparse.Namespace) -> int:
         what = f"{len(rows)} pairs"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    write_text_atomic(out, "".join(to_json(row, ensure_ascii=False) + "\n" for row in rows))
     print(f"wrote {what} to {out}", file=sys.stderr)
     return 0
 
@@ -194,7 +193,7 @@ def run_beir(args: argparse.Namespace) -> int:
             table = evaluate(index, data.queries, data.qrels, reranker=reranker, candidates=args.candidates,
                              batch_size=args.batch_size, long_documents=args.long_documents, fusion=args.fuse)
     if args.json:
-        print(json.dumps(table, indent=2))
+        print(to_json(table, indent=2))
     else:
         print(f"{args.data_dir} ({args.split}: {len(data.queries)} queries)")
         print(format_table(table))

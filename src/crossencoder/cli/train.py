@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from crossencoder.cli.common import InputError, add_model_arguments, load_model
+from crossencoder.cli.common import InputError, add_model_arguments, load_model, to_json
 
 # Options of `train` that a YAML/JSON config may set (the same names as the flags, with underscores).
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -214,15 +214,22 @@ def _class_names(examples: list[Any]) -> list[str]:
     return [str(i) for i in range(int(max(ids)) + 1)]
 
 
+def _evaluation_task(task: str, examples: list[Any], requested: str) -> str:
+    """The evaluator's task for data of ``task``: when the task was inferred (``requested`` is auto), numeric labels
+    that are all 0 or 1 mean binary classification (accuracy, F1, average precision), not a similarity scale."""
+    from crossencoder.training.data import is_binary
+
+    return "classification" if requested == "auto" and task == "regression" and is_binary(examples) else task
+
+
 def _make_evaluator(task: str, examples: list[Any], name: str, batch_size: int = 32, symmetric: bool = False):
     from crossencoder.evaluation import ClassificationEvaluator, CorrelationEvaluator, RerankingEvaluator
-    from crossencoder.training.data import is_binary
 
     if task == "ranking":
         if symmetric:
             raise InputError("--symmetric applies to pair scores and classes, not to ranking data.")
         return RerankingEvaluator(examples, name=name, batch_size=batch_size)
-    if task == "classification" or is_binary(examples):
+    if task == "classification":
         return ClassificationEvaluator(examples, name=name, batch_size=batch_size, symmetric=symmetric)
     return CorrelationEvaluator(examples, name=name, batch_size=batch_size, symmetric=symmetric)
 
@@ -298,7 +305,8 @@ def run_train(args: argparse.Namespace) -> int:
     evaluator = None
     if eval_examples:
         with _naming(o["eval"]):
-            evaluator = _make_evaluator(task, eval_examples, name=Path(o["eval"]).name)
+            evaluator = _make_evaluator(_evaluation_task(task, eval_examples, o["task"]), eval_examples,
+                                        name=Path(o["eval"]).name)
     training_args = TrainingArguments(
         output_dir=o["output_dir"], num_epochs=o["epochs"], max_steps=o["max_steps"], batch_size=o["batch_size"],
         gradient_accumulation_steps=o["gradient_accumulation_steps"], learning_rate=float(o["learning_rate"]),
@@ -314,7 +322,7 @@ def run_train(args: argparse.Namespace) -> int:
         trainer = Trainer(model, train_examples, loss=loss_fn, evaluator=evaluator, args=training_args)
     result = trainer.train()
     if args.json:
-        print(json.dumps({"model_path": str(result.model_path), "task": task, "loss": loss,
+        print(to_json({"model_path": str(result.model_path), "task": task, "loss": loss,
                           "global_step": result.global_step, "training_loss": result.training_loss,
                           "metrics": result.metrics, "best_step": result.best_step}))
     else:
@@ -327,13 +335,13 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     examples = _load_data(args.file, header=args.header)
     with _naming(args.file):
-        task = _resolve_task(args.task, examples)
+        task = _evaluation_task(_resolve_task(args.task, examples), examples, args.task)
         evaluator = _make_evaluator(task, examples, name=Path(args.file).name, batch_size=args.batch_size,
                                     symmetric=args.symmetric)
     model = load_model(args)
     metrics = evaluator(model)
     if args.json:
-        print(json.dumps({"model": args.model, "data": args.file, "task": task, "num_examples": len(examples),
+        print(to_json({"model": args.model, "data": args.file, "task": task, "num_examples": len(examples),
                           "metrics": metrics}))
     else:
         _print_metrics(metrics, title=f"{args.model} on {args.file} ({len(examples)} examples, {task})")
@@ -344,21 +352,29 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from crossencoder.training.calibration import calibrate, save_calibration
     from crossencoder.files import atomic_dir
 
+    if args.bins < 1:
+        raise InputError(f"--bins must be a positive integer, got {args.bins}.")
+    output = args.output
+    if output and os.path.isdir(args.model) and Path(output).resolve() == Path(args.model).resolve():
+        output = None  # the model's own folder: update its config.json in place, keep everything else there
+    if output is None and not os.path.isdir(args.model):
+        raise InputError(f"{args.model} is not a local folder: pass --output DIR to save the calibrated model.")
+    if output and Path(output).exists() and (not Path(output).is_dir() or any(Path(output).iterdir())):
+        raise InputError(f"--output {output} exists and is not an empty folder; name a new folder (or leave out "
+                         "--output to store the calibration in the model's own folder).")
     examples = _load_data(args.file, header=args.header)
     model = load_model(args)
-    if args.output is None and not os.path.isdir(args.model):
-        raise InputError(f"{args.model} is not a local folder: pass --output DIR to save the calibrated model.")
     with _naming(args.file):
         report = calibrate(model, examples, method=args.method, batch_size=args.batch_size, n_bins=args.bins)
-    if args.output:
-        with atomic_dir(args.output) as tmp:
+    if output:
+        with atomic_dir(output) as tmp:
             model.save(tmp)
-        target = args.output
+        target = output
     else:
         save_calibration(args.model, report.calibration)
         target = args.model
     if args.json:
-        print(json.dumps({**report.to_dict(), "model": target}))
+        print(to_json({**report.to_dict(), "model": target}))
     else:
         c = report.calibration
         print(f"{c['method']} calibration on {report.num_pairs} pairs: p = sigmoid({c['a']:.4f} * logit "

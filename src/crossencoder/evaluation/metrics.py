@@ -141,6 +141,8 @@ def expected_calibration_error(probabilities: Sequence[float], labels: Sequence[
         >>> expected_calibration_error([0.9, 0.9, 0.1, 0.1], [1, 0, 0, 0], n_bins=10)
         0.25
     """
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}.")
     probs = np.asarray(probabilities, dtype=np.float64).ravel()
     true = np.asarray(labels, dtype=np.float64).ravel()
     if probs.shape != true.shape or probs.size == 0:

@@ -159,6 +159,8 @@ class CrossEncoder:
         self.model_path = self._local_folder(source, hub_kwargs)
         self.max_length = self._resolve_max_length(max_length)
         self._auto_batch_tokens = max_batch_tokens is None
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be a positive integer or None, got {max_batch_tokens}.")
         self.max_batch_tokens = max_batch_tokens or _default_batch_tokens(self.device)
 
         st_config = read_sentence_transformers_config(source, hub_kwargs)
@@ -192,6 +194,9 @@ class CrossEncoder:
                 max_length = limit
             if max_length is None or max_length > 100_000:
                 max_length = 512
+        elif limit and max_length > limit:
+            raise ValueError(f"max_length={max_length} is more than the model's {limit} positions; pass at most "
+                             f"{limit}, or None for the model's own limit.")
         if max_length < 4:
             raise ValueError(f"max_length must be at least 4 tokens, got {max_length}.")
         self.tokenizer.model_max_length = max_length
@@ -273,7 +278,8 @@ class CrossEncoder:
             if not self._warned_truncation:
                 logger.warning(
                     "%d of %d pairs are longer than max_length=%d tokens and were truncated (the second text is "
-                    "cut). Use rank(..., long_documents='max') to score long passages window by window.",
+                    "cut). To score long passages window by window, use rank(..., long_documents='max') "
+                    "(CLI: crossencoder rank --long-documents max).",
                     len(too_long), len(pairs), self.max_length,
                 )
                 self._warned_truncation = True
@@ -344,7 +350,8 @@ class CrossEncoder:
     ) -> torch.Tensor:
         """Raw float32 logits ``[n, num_labels]`` in input order, computed in length-sorted token-budget batches."""
         lengths = [len(e["input_ids"]) for e in encodings]
-        batches = list(token_budget_batches(lengths, batch_size, max_batch_tokens or self.max_batch_tokens))
+        budget = self.max_batch_tokens if max_batch_tokens is None else max_batch_tokens
+        batches = list(token_budget_batches(lengths, batch_size, budget))
         if show_progress_bar is None:
             disable: bool | None = True if len(batches) < _PROGRESS_MIN_BATCHES else None  # None: only on a TTY
         else:
@@ -395,7 +402,7 @@ class CrossEncoder:
 
     def predict(
         self,
-        pairs: Sequence[tuple[str, str]] | tuple[str, str],
+        pairs: Sequence[tuple[str, str]] | tuple[str, str] | None = None,
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
         activation_fn: Callable | None = None,
@@ -405,6 +412,7 @@ class CrossEncoder:
         max_batch_tokens: int | None = None,
         calibrated: bool = False,
         symmetric: bool = False,
+        **kwargs: Any,
     ) -> np.ndarray | torch.Tensor | list[torch.Tensor] | np.floating:
         """Score sentence pairs.
 
@@ -425,6 +433,9 @@ class CrossEncoder:
             symmetric: Score each pair in both orders and average the logits, at twice the cost. For symmetric
                 tasks (semantic similarity, paraphrase), where the model's reading of ``(a, b)`` and ``(b, a)``
                 differs only by noise; not for query-passage re-ranking or NLI, where order carries meaning.
+            **kwargs: sentence-transformers' names, so its calls run unchanged: ``inputs=`` (v5+) or
+                ``sentences=`` (older) for ``pairs``, ``activation_fct=`` for ``activation_fn``, and
+                ``num_workers=`` (no effect here).
 
         Returns:
             Shape ``(n,)`` for 1-label models, ``(n, num_labels)`` for classifiers; a scalar / one row for a
@@ -439,6 +450,12 @@ class CrossEncoder:
             ...                ("How many people live in Berlin?", "Berlin is well known for its museums.")])
             array([0.98, 0.01], dtype=float32)
         """
+        if kwargs:
+            compat = _sentence_transformers_arguments("predict", kwargs)
+            if "pairs" in compat and pairs is not None:
+                raise TypeError("predict() got the pairs twice: pass them positionally or as inputs=, not both.")
+            pairs = compat.get("pairs", pairs)
+            activation_fn = compat.get("activation_fn", activation_fn)
         single = is_single_pair(pairs)
         pair_list = validate_pairs([pairs] if single else pairs)
         _checked_activation(activation_fn)
@@ -507,6 +524,7 @@ class CrossEncoder:
         calibrated: bool = False,
         long_documents: Aggregation | None = None,
         stride: int | None = None,
+        **kwargs: Any,
     ) -> list[dict[str, Any]]:
         """Score ``documents`` against ``query`` and return them best first.
 
@@ -522,6 +540,9 @@ class CrossEncoder:
                 aggregates per document; results then gain ``window`` (index of the best window) and
                 ``window_span`` (its ``(start, end)`` character offsets in the document).
             stride: Tokens shared by consecutive windows (default: ``max_length // 8``, at most 64).
+            **kwargs: sentence-transformers' names, so its calls run unchanged: ``activation_fct=`` for
+                ``activation_fn``; ``num_workers=``, ``convert_to_numpy=`` and ``convert_to_tensor=`` (no effect on
+                the list of dicts returned).
 
         Returns:
             ``[{"corpus_id": int, "score": float[, "text": str]}, ...]`` sorted by score, descending; equal scores
@@ -537,6 +558,8 @@ class CrossEncoder:
             ...            return_documents=True)
             [{'corpus_id': 0, 'score': 0.98, 'text': 'Berlin has 3.5 million inhabitants.'}, ...]
         """
+        if kwargs:
+            activation_fn = _sentence_transformers_arguments("rank", kwargs).get("activation_fn", activation_fn)
         if self.num_labels != 1:
             raise ValueError("rank() needs a 1-label model; use predict() or predict_labels() for classifiers.")
         if top_k is not None and top_k < 1:
@@ -658,6 +681,36 @@ def _legacy_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
         warnings.warn(f"CrossEncoder({old}=...) is the sentence-transformers 3.x name; use {_LEGACY_NAMES[old]}=.",
                       DeprecationWarning, stacklevel=3)
     return {_LEGACY_NAMES[old]: value for old, value in kwargs.items()}
+
+
+# sentence-transformers' names for predict()/rank() arguments: (our name or None for "no effect", warn?).
+_CALL_NAMES: dict[str, dict[str, tuple[str | None, bool]]] = {
+    "predict": {"inputs": ("pairs", False), "sentences": ("pairs", False), "activation_fct": ("activation_fn", True),
+                "num_workers": (None, True)},
+    "rank": {"activation_fct": ("activation_fn", True), "num_workers": (None, True),
+             "convert_to_numpy": (None, False), "convert_to_tensor": (None, False)},
+}
+
+
+def _sentence_transformers_arguments(method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Map sentence-transformers' argument names of ``predict``/``rank`` to ours; refuse anything else.
+
+    Deprecated names (``activation_fct``, ``num_workers``) warn, as they do in sentence-transformers.
+    """
+    names = _CALL_NAMES[method]
+    unknown = sorted(set(kwargs) - set(names))
+    if unknown:
+        raise TypeError(f"{method}() got unexpected keyword argument(s): {', '.join(unknown)}.")
+    out: dict[str, Any] = {}
+    for old, value in kwargs.items():
+        ours, deprecated = names[old]
+        if deprecated:
+            use = f"use {ours}=" if ours else "it has no effect"
+            warnings.warn(f"{method}({old}=...) is a deprecated sentence-transformers argument; {use}.",
+                          DeprecationWarning, stacklevel=3)
+        if ours is not None:
+            out[ours] = value
+    return out
 
 
 def _st_version_tag() -> str:

@@ -3,7 +3,7 @@ orders of symmetric scoring."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,21 +21,33 @@ def is_single_pair(pairs: Any) -> bool:
     return False
 
 
+def _as_list(items: Any) -> list | None:
+    """``items`` as a list when it is a collection of items (list, tuple, numpy array, pandas Series, generator...);
+    None for a string, a mapping or a non-iterable."""
+    if isinstance(items, np.ndarray):
+        return items.tolist()
+    if items is None or isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
+        return None
+    return items if isinstance(items, list) else list(items)
+
+
 def validate_pairs(pairs: Any) -> list[tuple[str, str]]:
     """Return ``pairs`` as a list of ``(str, str)``.
 
+    Any collection of pairs is accepted (list, tuple, 2-D numpy array, pandas Series, generator), and each pair may
+    be a tuple, a list or a numpy array.
+
     Raises:
-        TypeError: ``pairs`` is not a sequence of pairs, or an element is not a pair of strings.
+        TypeError: ``pairs`` is not a collection of pairs, or an element is not a pair of strings.
         ValueError: a pair does not have exactly two texts.
     """
-    if pairs is None:
-        raise TypeError("pairs must be a list of (text_a, text_b) pairs, got None.")
-    if isinstance(pairs, np.ndarray):
-        pairs = pairs.tolist()
-    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
+    items = _as_list(pairs)
+    if items is None:
         raise TypeError(f"pairs must be a list of (text_a, text_b) pairs, got {type(pairs).__name__}.")
     out: list[tuple[str, str]] = []
-    for i, pair in enumerate(pairs):
+    for i, pair in enumerate(items):
+        if isinstance(pair, np.ndarray):
+            pair = pair.tolist()
         if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence):
             raise TypeError(f"pairs[{i}] must be a (text_a, text_b) pair, got {type(pair).__name__}.")
         if len(pair) != 2:
@@ -49,19 +61,21 @@ def validate_pairs(pairs: Any) -> list[tuple[str, str]]:
 
 
 def validate_documents(query: Any, documents: Any) -> list[str]:
-    """Check ``rank()`` inputs and return the documents as a list.
+    """Check ``rank()`` inputs and return the documents as a list (from any collection: list, tuple, numpy array,
+    pandas Series, generator).
 
     Raises:
         TypeError: the query is not a string, or a document is not a string.
     """
     if not isinstance(query, str):
         raise TypeError(f"query must be a str, got {type(query).__name__}.")
-    if documents is None or isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence):
+    docs = _as_list(documents)
+    if docs is None:
         raise TypeError(f"documents must be a list of str, got {type(documents).__name__}.")
-    for i, doc in enumerate(documents):
+    for i, doc in enumerate(docs):
         if not isinstance(doc, str):
             raise TypeError(f"documents[{i}] must be a str, got {type(doc).__name__}.")
-    return list(documents)
+    return list(docs)
 
 
 def with_swapped(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -68,11 +68,22 @@ def load_config(
 def load_tokenizer(
     source: str, hub_kwargs: dict[str, Any], tokenizer_kwargs: dict[str, Any] | None = None
 ) -> PreTrainedTokenizerBase:
-    """Load the (fast) tokenizer of a model folder or Hub id."""
+    """Load the (fast) tokenizer of a model folder or Hub id.
+
+    Raises:
+        ModelNotFoundError: it cannot be found, or the source has no tokenizer files (transformers would then
+            build a tokenizer of special tokens only, which reads every word as ``[UNK]``).
+    """
     try:
-        return AutoTokenizer.from_pretrained(source, **hub_kwargs, **(tokenizer_kwargs or {}))
+        tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs, **(tokenizer_kwargs or {}))
     except (OSError, ValueError) as exc:
         raise _hub_failure(source, hub_kwargs.get("revision"), hub_kwargs.get("cache_dir"), exc) from exc
+    if len(tokenizer) <= len(tokenizer.all_special_tokens):
+        raise ModelNotFoundError(
+            f"{source!r} has no tokenizer files (tokenizer.json, vocab.txt, ...): its tokenizer holds only "
+            f"{len(tokenizer)} special tokens. Copy the tokenizer files of its base model into the folder."
+        )
+    return tokenizer
 
 
 def read_sentence_transformers_config(source: str, hub_kwargs: dict[str, Any]) -> dict[str, Any]:

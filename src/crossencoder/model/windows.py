@@ -83,7 +83,7 @@ def split_into_windows(
         ValueError: the query leaves no room for the passage, or ``stride`` is negative / too large.
     """
     stride = default_stride(max_length) if stride is None else stride
-    query_tokens = len(tokenizer(query, add_special_tokens=False)["input_ids"])
+    query_tokens = len(tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"])
     room = max_length - query_tokens - tokenizer.num_special_tokens_to_add(pair=True)
     if room < 8:
         raise ValueError(
@@ -98,7 +98,9 @@ def split_into_windows(
     # Windows are cut on the passage's own token offsets and each window's text is then tokenized as an ordinary
     # pair, so a window's score is exactly predict((query, document[start:end])). (The tokenizer's built-in overflow
     # for pairs is not used: its behaviour differs between transformers releases.)
-    offsets = tokenizer(list(documents), add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    # verbose=False: documents longer than the window are the point here, not a problem to warn about.
+    offsets = tokenizer(list(documents), add_special_tokens=False, return_offsets_mapping=True,
+                        verbose=False)["offset_mapping"]
     texts: list[str] = []
     for d, (doc, doc_offsets) in enumerate(zip(documents, offsets)):
         for start, end in _token_windows(doc_offsets, room, stride):
