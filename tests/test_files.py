@@ -1,6 +1,7 @@
 """Atomic writes: a failed write leaves the old content (or nothing), never a partial file."""
 
 import hashlib
+import os
 
 import pytest
 
@@ -41,3 +42,15 @@ def test_atomic_dir_keeps_old_content_on_failure_and_recovers_a_half_swap(tmp_pa
     target.rename(tmp_path / "best-model.old")
     recover_dir(target)
     assert (target / "weights").read_text() == "v1"
+
+
+def test_atomic_dir_follows_the_umask_like_a_plain_folder(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "index") as tmp:
+            (tmp / "docs").write_text("x")
+        (tmp_path / "plain").mkdir()
+    finally:
+        os.umask(old)
+    # Others can read an index or model folder, as with any folder they would make themselves (was 0700).
+    assert (tmp_path / "index").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777 == 0o755
