@@ -88,6 +88,20 @@ def test_reranking_evaluator_groups_candidates_per_query():
     assert m["recall@1"] == pytest.approx(0.5)
 
 
+def test_reranking_evaluator_counts_soft_labels_as_relevant_and_keeps_their_order():
+    # 0.5 is BEIR grade 1 of 2 as `crossencoder mine --group-size` writes it: relevant, not rounded to 0.
+    half = RerankingEvaluator([("q", ["a", "b", "c"], [0.0, 0.5, 0.0])], recall_at=(1,))
+    assert half(StubModel({("q", "a"): [0.9], ("q", "b"): [0.5], ("q", "c"): [0.1]}))["mrr@10"] == pytest.approx(0.5)
+    graded = RerankingEvaluator([("q", ["a", "b", "c"], [0.5, 1.0, 0.0])])
+    integers = RerankingEvaluator([("q", ["a", "b", "c"], [1, 2, 0])])
+    best_first = StubModel({("q", "a"): [0.5], ("q", "b"): [0.9], ("q", "c"): [0.1]})
+    swapped = StubModel({("q", "a"): [0.9], ("q", "b"): [0.5], ("q", "c"): [0.1]})
+    assert graded(best_first)["ndcg@10"] == pytest.approx(1.0)
+    # Gains 1 and 2, as for the integer grades: DCG (1 + 2 / log2(3)) / IDCG (2 + 1 / log2(3)).
+    expected = (1 + 2 / np.log2(3)) / (2 + 1 / np.log2(3))
+    assert graded(swapped)["ndcg@10"] == pytest.approx(expected) == integers(swapped)["ndcg@10"]
+
+
 def test_reranking_evaluator_needs_a_positive():
     with pytest.raises(ValueError, match="relevant document"):
         RerankingEvaluator([("q", ["a"], [0])])

@@ -76,9 +76,32 @@ def test_flatten_ranking_for_pointwise_losses():
 def test_group_pairs_is_the_inverse_of_flatten_ranking():
     pairs = [("q1", f"d{i}", float(i % 3)) for i in range(10)] + [("q2", "x", 1.0), ("q2", "y", 1.0), ("q3", "z", 0.0)]
     groups = group_pairs(pairs, group_size=4, seed=3)
-    assert [len(docs) for q, docs, _ in groups if q == "q1"] == [4, 4, 2]  # 10 pairs cut into lists of <= 4
+    assert [len(docs) for q, docs, _ in groups if q == "q1"] == [4, 3, 3]  # 10 pairs dealt into 3 lists of <= 4
     assert sorted(flatten_ranking(groups)) == sorted(pairs[:10])  # q2: equal labels, q3: one document -> dropped
     assert groups == group_pairs(pairs, group_size=4, seed=3) != group_pairs(pairs, group_size=4, seed=4)
     with pytest.raises(ValueError, match="at least 2"):
         group_pairs(pairs, group_size=1)
 
+
+
+def test_group_pairs_keeps_every_negative_when_positives_are_few():
+    pairs = [("q", "pos", 1.0)] + [("q", f"neg{i}", 0.0) for i in range(11)]
+    groups = group_pairs(pairs, group_size=4, seed=0)
+    # 3 lists of 4 would leave 2 without the positive (the old code dropped them, 8 of 11 negatives with them):
+    # the positive is reused instead, one per list, next to at most 3 negatives.
+    assert [len(docs) for _, docs, _ in groups] == [4, 4, 4, 3]
+    assert all(docs.count("pos") == 1 for _, docs, _ in groups)
+    negatives = [d for _, docs, _ in groups for d in docs if d != "pos"]
+    assert sorted(negatives) == sorted(f"neg{i}" for i in range(11))
+
+
+def test_group_pairs_uses_each_pair_once_when_every_list_can_mix_labels():
+    pairs = [("q", f"pos{i}", 0.5 + i / 4) for i in range(3)] + [("q", f"neg{i}", 0.0) for i in range(9)]
+    groups = group_pairs(pairs, group_size=4, seed=1)
+    assert sorted(flatten_ranking(groups)) == sorted(pairs)  # every pair exactly once
+    assert all(sum(label > 0 for label in labels) == 1 for _, _, labels in groups)
+    # The rarer kind is reused even when it is the negatives: one negative per list, every positive once.
+    pairs = [("q", f"pos{i}", 1.0) for i in range(10)] + [("q", "neg", 0.0)]
+    groups = group_pairs(pairs, group_size=4, seed=1)
+    assert all(docs.count("neg") == 1 and len(docs) <= 4 for _, docs, _ in groups)
+    assert sorted(d for _, docs, _ in groups for d in docs if d != "neg") == sorted(f"pos{i}" for i in range(10))

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from crossencoder import CrossEncoder
-from crossencoder.training import Trainer, TrainingArguments
-from crossencoder.training.checkpoint import list_checkpoints
+from crossencoder.training import BinaryCrossEntropyLoss, Trainer, TrainingArguments
+from crossencoder.training.checkpoint import CheckpointError, list_checkpoints
 
 DATA = [
     ("cats purr", "a cat purrs", 1.0), ("cats purr", "stocks fell", 0.0), ("dogs bark", "a dog barks", 1.0),
@@ -81,6 +81,63 @@ def test_resume_refuses_checkpoints_of_another_run(tiny_model_dir, tmp_path):
         Trainer(CrossEncoder(tiny_model_dir), DATA[:8], loss="bce", args=args(tmp_path, max_steps=2)).train()
     with pytest.raises(ValueError, match="already holds checkpoints"):
         Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", args=args(tmp_path, resume=False)).train()
+
+
+def test_resume_refuses_other_labels_or_hyperparameters_and_says_what_differs(tiny_model_dir, tmp_path):
+    Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", args=args(tmp_path, max_steps=2)).train()
+    flipped = [(a, b, 1.0 - label) for a, b, label in DATA]  # same count, other content
+    with pytest.raises(ValueError, match="training examples differ in content") as refused:
+        Trainer(CrossEncoder(tiny_model_dir), flipped, loss="bce", args=args(tmp_path, max_steps=2)).train()
+    assert "resume=False and overwrite_output_dir=True (CLI: --no-resume --overwrite-output-dir)" in str(
+        refused.value)
+    # A finished run rerun with other settings would have kept the old weights under a card with the new ones.
+    model = CrossEncoder(tiny_model_dir)
+    before = weights(model)
+    with pytest.raises(ValueError, match=r"learning_rate 0.001 there, 0.01 now; total_steps 2 there, 3 now"):
+        Trainer(model, DATA, loss="bce", args=args(tmp_path, max_steps=3, learning_rate=1e-2)).train()
+    assert all(torch.equal(v, before[k]) for k, v in weights(model).items())
+    with pytest.raises(ValueError, match=r"loss_config \{'pos_weight': None\} there, \{'pos_weight': 2.0\} now"):
+        Trainer(CrossEncoder(tiny_model_dir), DATA, loss=BinaryCrossEntropyLoss(pos_weight=2.0),
+                args=args(tmp_path, max_steps=2)).train()
+    # Settings that do not shape the weights (logging, saving, evaluation) may change.
+    assert Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce",
+                   args=args(tmp_path, max_steps=2, logging_steps=5, save_total_limit=3)).train().global_step == 2
+    # Checkpoints of older versions recorded less: refused, not trusted.
+    state_file = tmp_path / "checkpoint-2" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state["fingerprint"] = {k: state["fingerprint"][k] for k in ("num_examples", "batch_size", "seed")}
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="older crossencoder that did not record data_sha256, base_model"):
+        Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", args=args(tmp_path, max_steps=2)).train()
+
+
+def test_unreadable_checkpoint_falls_back_to_the_previous_one(tiny_model_dir, tmp_path, caplog):
+    first = Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", args=args(tmp_path)).train()
+    expected = load_file(first.model_path / "model.safetensors")
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-4", "checkpoint-6"]
+    latest = tmp_path / "checkpoint-6" / "model.safetensors"
+    latest.write_bytes(latest.read_bytes()[:1000])  # truncated, e.g. by a full disk outside our atomic writes
+
+    with caplog.at_level("WARNING", logger="crossencoder.training.trainer"):
+        result = Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", args=args(tmp_path)).train()
+    assert f"{latest}: this checkpoint file is truncated or corrupt" in caplog.text
+    # Resumed from checkpoint-4: steps 5-6 ran again (a loss, not NaN) to the same weights as the first run.
+    assert result.global_step == 6 and result.training_loss == result.training_loss
+    final = load_file(result.model_path / "model.safetensors")
+    assert all(torch.equal(final[k], expected[k]) for k in expected)
+    assert load_file(latest).keys() == expected.keys()  # checkpoint-6 written anew
+
+    for step in (4, 6):
+        optimizer_file = tmp_path / f"checkpoint-{step}" / "optimizer.pt"
+        optimizer_file.write_bytes(optimizer_file.read_bytes()[:100])
+    model = CrossEncoder(tiny_model_dir)
+    before = weights(model)
+    message = (r"checkpoint-4[/\\]optimizer.pt: this checkpoint file is truncated or corrupt \(.+\)\. "
+               r"No readable checkpoint is left in .+--no-resume --overwrite-output-dir")
+    with pytest.raises(CheckpointError, match=message):
+        Trainer(model, DATA, loss="bce", args=args(tmp_path)).train()
+    # The optimizer is restored before the weights, so the failed resume left the model as it was.
+    assert all(torch.equal(v, before[k]) for k, v in weights(model).items())
 
 
 def test_best_model_early_stopping_and_model_card(tiny_model_dir, tmp_path):

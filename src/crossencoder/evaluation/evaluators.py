@@ -135,9 +135,14 @@ def label_ids(labels: Sequence[Any], model: CrossEncoder) -> list[int]:
 class RerankingEvaluator:
     """MRR@k, NDCG@k, MAP and Recall@k of re-ranking each query's candidate list (ranx).
 
+    Labels are graded relevance: any label > 0 is relevant (MRR, MAP, Recall), and NDCG's gains keep the labels'
+    order. Integer labels (0, 1, 2...) are the gains themselves; when some label is fractional (soft labels, or
+    BEIR grades written as grade / max_grade by ``crossencoder mine --group-size``), the distinct positive labels of
+    the whole data set become gains 1, 2, 3... in increasing order, so 0.5 and 1.0 are gains 1 and 2.
+
     Args:
         data: Ranking samples: ``(query, positive, negative_1, ...)``, ``(query, [documents], [labels])`` or dicts
-            (see :mod:`crossencoder.evaluation.samples`); labels are graded relevance (0 = not relevant).
+            (see :mod:`crossencoder.evaluation.samples`); labels <= 0 are not relevant.
         at_k: Cut-off of MRR and NDCG.
         recall_at: Cut-offs of Recall.
         name: Shown in logs and model cards.
@@ -153,7 +158,8 @@ class RerankingEvaluator:
                  batch_size: int = 32, show_progress_bar: bool | None = None) -> None:
         self.samples = [to_ranking_sample(x, i) for i, x in enumerate(data)]
         if not any(max(s.labels) > 0 for s in self.samples):
-            raise ValueError("RerankingEvaluator needs at least one sample with a relevant document.")
+            raise ValueError("RerankingEvaluator needs at least one sample with a relevant document (a label > 0).")
+        self.gains = _relevance_gains([s.labels for s in self.samples])
         self.at_k, self.recall_at = at_k, tuple(recall_at)
         self.name, self.batch_size, self.show_progress_bar = name, batch_size, show_progress_bar
         self.primary_metric = f"ndcg@{at_k}"
@@ -168,7 +174,30 @@ class RerankingEvaluator:
         start = 0
         for i, sample in enumerate(self.samples):
             n = len(sample.documents)
-            qrels[f"q{i}"] = {f"d{j}": int(round(label)) for j, label in enumerate(sample.labels)}
+            qrels[f"q{i}"] = {f"d{j}": gain for j, gain in enumerate(self.gains[i])}
             run[f"q{i}"] = {f"d{j}": float(s) for j, s in enumerate(scores[start:start + n])}
             start += n
         return ranking_metrics(qrels, run, k=self.at_k, recall_at=self.recall_at)
+
+
+def _relevance_gains(labels: Sequence[Sequence[float]]) -> list[list[int]]:
+    """Integer relevance grades for ranking metrics, keeping every label > 0 relevant and the labels' order.
+
+    Args:
+        labels: Each query's document labels.
+
+    Returns:
+        The same nesting of grades: labels <= 0 become 0; integer labels stay as they are when all labels are
+        integers; otherwise the distinct positive labels (over all queries) map to 1, 2, 3... in increasing order.
+
+    Example:
+        >>> _relevance_gains([[1.0, 0.5, 0.0], [0.5]])
+        [[2, 1, 0], [1]]
+    """
+    flat = [float(y) for row in labels for y in row]
+    if all(y.is_integer() for y in flat):
+        grades = {y: max(int(y), 0) for y in flat}
+    else:
+        # int(round(y)) would turn 0.5 (BEIR grade 1 of 2) into 0, i.e. not relevant.
+        grades = {y: rank for rank, y in enumerate(sorted({y for y in flat if y > 0}), start=1)}
+    return [[grades.get(float(y), 0) for y in row] for row in labels]

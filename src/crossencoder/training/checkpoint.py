@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 from pathlib import Path
@@ -11,12 +12,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
+from crossencoder.errors import CrossEncoderError
 from crossencoder.files import atomic_dir
 
 STATE_FILE = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+class CheckpointError(CrossEncoderError, ValueError):
+    """A checkpoint file is missing, truncated, corrupt or not this run's; the message names the file."""
+
+
+_MISFIT = "does not fit this model and optimizer"
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
@@ -73,6 +83,19 @@ def save_checkpoint(
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
 
 
+def read_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The trainer state (step, fingerprint, history...) of a checkpoint folder.
+
+    Raises:
+        CheckpointError: the state file is missing or not valid JSON.
+    """
+    file = Path(path) / STATE_FILE
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _unreadable(file, exc) from None
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     model: torch.nn.Module,
@@ -80,13 +103,53 @@ def load_checkpoint(
     scheduler: Any,
     scaler: torch.amp.GradScaler | None,
 ) -> dict[str, Any]:
-    """Restore what :func:`save_checkpoint` wrote into the given objects; return the trainer state dict."""
+    """Restore what :func:`save_checkpoint` wrote into the given objects; return the trainer state dict.
+
+    Every other file is read and restored before the weights, which load all at once, so a checkpoint that cannot
+    be restored leaves the model's weights as they were (the optimizer and scheduler may be half restored: the
+    trainer creates fresh ones for each run, and a fallback checkpoint overwrites them).
+
+    Raises:
+        CheckpointError: a file of the checkpoint is missing, truncated or corrupt, or holds state that does not
+            fit ``model`` / ``optimizer``; the message names the file.
+    """
     path = Path(path)
     device = next(model.parameters()).device
-    load_model(model, str(path / "model.safetensors"), device=str(device))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    state = read_state(path)
+    files = ["optimizer.pt", "scheduler.pt", "rng_state.pt"]
     if scaler is not None and (path / "scaler.pt").is_file():
-        scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
-    _set_rng_state(torch.load(path / "rng_state.pt", weights_only=True))
-    return json.loads((path / STATE_FILE).read_text())
+        files.append("scaler.pt")
+    loaded = {name: _torch_load(path / name, device) for name in files}
+    for name, target in (("optimizer.pt", optimizer), ("scheduler.pt", scheduler), ("scaler.pt", scaler)):
+        if name in loaded:
+            try:
+                target.load_state_dict(loaded[name])
+            except (KeyError, ValueError, RuntimeError) as exc:  # readable, but not this run's kind of state
+                raise _unreadable(path / name, exc, _MISFIT) from None
+    weights = path / "model.safetensors"
+    try:
+        # load_model reads the whole file before assigning any tensor, so a truncated file changes nothing.
+        load_model(model, str(weights), device=str(device))
+    except (OSError, SafetensorError) as exc:
+        raise _unreadable(weights, exc) from None
+    except RuntimeError as exc:  # missing or unexpected tensors: another architecture
+        raise _unreadable(weights, exc, _MISFIT) from None
+    _set_rng_state(loaded["rng_state.pt"])
+    return state
+
+
+def _torch_load(file: Path, device: torch.device) -> Any:
+    """``torch.load`` of a checkpoint file with an error that names it."""
+    try:
+        return torch.load(file, map_location=device if file.name == "optimizer.pt" else "cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        raise _unreadable(file, exc) from None
+
+
+def _unreadable(file: Path, exc: BaseException, problem: str = "is truncated or corrupt") -> CheckpointError:
+    """The error for a checkpoint file that cannot be restored: the file, the problem and the first line of why."""
+    if isinstance(exc, FileNotFoundError):
+        return CheckpointError(f"{file}: this checkpoint file is missing.")
+    # The first sentence only: torch explains at length, and the CLI prints one line.
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0].rstrip(".")
+    return CheckpointError(f"{file}: this checkpoint file {problem} ({reason}).")

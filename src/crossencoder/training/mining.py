@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -130,9 +131,17 @@ def group_pairs(
     """Turn labelled pairs into listwise samples ``(query, [documents], [labels])`` (the inverse of
     :func:`flatten_ranking`), for :class:`~crossencoder.training.losses.ListNetLoss`.
 
-    Each query's pairs are shuffled (seeded) and cut into lists of at most ``group_size`` documents, so every pair
-    is used once per epoch; lists of one document (nothing to rank against) and lists whose labels are all equal
-    (no signal for a listwise loss) are dropped.
+    A list only teaches a listwise loss something if it mixes labels, so each query's pairs are split into
+    *positives* (labels above the query's lowest label, e.g. the judged passages) and *negatives* (at the lowest
+    label, e.g. mined passages at 0), both shuffled (seeded), and dealt into lists of at most ``group_size``:
+
+    - when each kind has at least as many pairs as the ``ceil(n_pairs / group_size)`` lists, round-robin, so
+      every pair is used exactly once per epoch, every list mixes both kinds, and list sizes differ by at most 1;
+    - otherwise every pair of the more common kind is used exactly once, in lists of at most ``group_size - 1``
+      of them, and the rarer kind is reused so that each list holds one of it: with 1 positive and 11 negatives
+      and ``group_size=4``, 4 lists of the positive and 3, 3, 3, 2 negatives.
+
+    Queries whose pairs all have the same label (including single pairs) have nothing to rank and are left out.
 
     Args:
         pairs: ``(query, document, label)`` triples, e.g. from
@@ -160,8 +169,23 @@ def group_pairs(
     for query, items in by_query.items():
         items = items[:]
         rng.shuffle(items)
-        for start in range(0, len(items), group_size):
-            chunk = items[start:start + group_size]
-            if len(chunk) > 1 and len({label for _, label in chunk}) > 1:
-                out.append((query, [d for d, _ in chunk], [label for _, label in chunk]))
+        for group in _mixed_groups(items, group_size):
+            out.append((query, [d for d, _ in group], [label for _, label in group]))
     return out
+
+
+def _mixed_groups(items: list[tuple[str, float]], group_size: int) -> list[list[tuple[str, float]]]:
+    """Deal one query's ``(document, label)`` pairs into lists that each mix labels (see :func:`group_pairs`)."""
+    lowest = min(label for _, label in items)
+    positives = [item for item in items if item[1] > lowest]
+    negatives = [item for item in items if item[1] == lowest]
+    if not positives:
+        return []
+    n_groups = math.ceil(len(items) / group_size)
+    if min(len(positives), len(negatives)) >= n_groups:
+        # Dealing positives then negatives round-robin puts at least one of each kind in every list.
+        ordered = positives + negatives
+        return [ordered[g::n_groups] for g in range(n_groups)]
+    rare, common = sorted((positives, negatives), key=len)
+    n_groups = math.ceil(len(common) / (group_size - 1))
+    return [[rare[g % len(rare)], *common[g::n_groups]] for g in range(n_groups)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -22,7 +23,13 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from crossencoder.files import atomic_dir, recover_dir
-from crossencoder.training.checkpoint import STATE_FILE, list_checkpoints, load_checkpoint, save_checkpoint
+from crossencoder.training.checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    read_state,
+    save_checkpoint,
+)
 from crossencoder.training.losses import Loss, get_loss
 from crossencoder.training.model_card import render_model_card
 
@@ -32,6 +39,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Evaluator = Callable[["CrossEncoder"], dict[str, float]]
+
+# How to start a run over, for Python and CLI users alike.
+_START_OVER = ("start over with resume=False and overwrite_output_dir=True (CLI: --no-resume --overwrite-output-dir), "
+               "or use a new output_dir")
 
 
 @dataclass
@@ -211,6 +222,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / args.gradient_accumulation_steps)
         self.total_steps = args.max_steps or self.steps_per_epoch * args.num_epochs
         self.autocast_dtype = self._autocast_dtype()
+        self.data_sha256 = _examples_sha256(self.train_data)
 
     # ------------------------------------------------------------------ setup
     def _autocast_dtype(self) -> torch.dtype | None:
@@ -247,10 +259,19 @@ class Trainer:
             torch.cuda.manual_seed_all(seed)
 
     def _fingerprint(self) -> dict[str, Any]:
-        """What must match for a checkpoint to be resumed by this run."""
-        return {"num_examples": len(self.train_data), "batch_size": self.args.batch_size,
-                "gradient_accumulation_steps": self.args.gradient_accumulation_steps, "seed": self.args.seed,
-                "loss": self.loss.name}
+        """What must match for a checkpoint to be resumed by this run: everything that shapes the weights.
+
+        The data, the starting model, the loss and the optimisation settings; steps and warm-up as the numbers
+        they resolve to, so ``num_epochs`` and an equivalent ``max_steps`` resume each other. Evaluation, saving
+        and mixed-precision settings may change between the runs (the latter so a run can move to another device).
+        """
+        a = self.args
+        return {"num_examples": len(self.train_data), "data_sha256": self.data_sha256,
+                "base_model": a.base_model_name or self.model.model_name_or_path, "max_length": self.model.max_length,
+                "loss": self.loss.name, "loss_config": self.loss.config(), "batch_size": a.batch_size,
+                "gradient_accumulation_steps": a.gradient_accumulation_steps, "seed": a.seed,
+                "learning_rate": a.learning_rate, "weight_decay": a.weight_decay, "total_steps": self.total_steps,
+                "warmup_steps": self._warmup_steps(), "max_grad_norm": a.max_grad_norm}
 
     # ------------------------------------------------------------------ steps
     def _epoch_order(self, epoch: int) -> list[int]:
@@ -296,8 +317,9 @@ class Trainer:
 
         Raises:
             OSError: ``output_dir`` cannot be created.
-            ValueError: ``output_dir`` holds checkpoints of a different run (other data or batch settings), or
-                holds checkpoints while ``resume=False`` and ``overwrite_output_dir=False``.
+            ValueError: ``output_dir`` holds checkpoints of a different run (other data, model or settings; see
+                :meth:`_fingerprint`), holds checkpoints while ``resume=False`` and ``overwrite_output_dir=False``,
+                or none of its checkpoints can be read (:class:`~crossencoder.training.checkpoint.CheckpointError`).
         """
         args = self.args
         try:
@@ -422,27 +444,65 @@ class Trainer:
         return saved
 
     def _maybe_resume(self, model, optimizer, scheduler, scaler) -> dict[str, Any]:
+        """Load the latest readable checkpoint of this run into the given objects; return its trainer state.
+
+        An unreadable checkpoint (truncated, corrupt) is skipped with a warning for the one before it; it is
+        replaced when the run reaches its step again.
+
+        Raises:
+            ValueError: checkpoints of another run, checkpoints while ``resume=False`` and
+                ``overwrite_output_dir=False``, or no readable checkpoint.
+        """
         checkpoints = list_checkpoints(self.output_dir)
         if not checkpoints:
             return {}
         if not self.args.resume:
             if not self.args.overwrite_output_dir:
-                raise ValueError(f"{self.output_dir} already holds checkpoints of a training run: set resume=True "
-                                 "to continue it, overwrite_output_dir=True to start over, or use a new output_dir.")
+                raise ValueError(f"{self.output_dir} already holds checkpoints of a training run: continue it with "
+                                 "resume=True (CLI: drop --no-resume), delete them with overwrite_output_dir=True "
+                                 "(CLI: --overwrite-output-dir), or use a new output_dir.")
             for path in checkpoints:
                 shutil.rmtree(path)
             shutil.rmtree(self.output_dir / "best-model", ignore_errors=True)
             return {}
-        latest = checkpoints[-1]
-        # Check before loading anything, so a refused resume leaves the model's weights untouched.
-        saved = json.loads((latest / STATE_FILE).read_text()).get("fingerprint")
-        if saved != self._fingerprint():
-            raise ValueError(f"Cannot resume from {latest}: it was written for other data or settings "
-                             f"({saved} vs {self._fingerprint()}). Use a new output_dir or "
-                             "overwrite_output_dir=True with resume=False.")
-        state = load_checkpoint(latest, model, optimizer, scheduler, scaler)
-        logger.info("Resuming from %s (step %d).", latest, state["global_step"])
-        return state
+        current = self._fingerprint()
+        failure: CheckpointError | None = None
+        for path in reversed(checkpoints):
+            try:
+                # Check before loading anything, so a refused resume leaves the model's weights untouched.
+                self._check_fingerprint(path, read_state(path).get("fingerprint"), current)
+                state = load_checkpoint(path, model, optimizer, scheduler, scaler)
+            except CheckpointError as exc:
+                failure = exc
+                if path != checkpoints[0]:
+                    logger.warning("%s Falling back to the checkpoint before it.", exc)
+                continue
+            logger.info("Resuming from %s (step %d).", path, state["global_step"])
+            # This run's settings go into its next checkpoints (the fingerprint matched; the rest may differ).
+            return {**state, "fingerprint": current, "args": self.args.to_dict()}
+        raise CheckpointError(f"{failure} No readable checkpoint is left in {self.output_dir}: {_START_OVER}.")
+
+    @staticmethod
+    def _check_fingerprint(path: Path, saved: dict[str, Any] | None, current: dict[str, Any]) -> None:
+        """Raise ValueError naming what differs when checkpoint ``path`` belongs to another run."""
+        # Compare as stored: the JSON round trip turns tuples into lists.
+        current = json.loads(json.dumps(current))
+        saved = saved or {}
+        if saved == current:
+            return
+        # Checkpoints of older versions lack fields: refused, as they cannot be shown to belong to this run.
+        missing = [key for key in current if key not in saved]
+        differences = [f"written by an older crossencoder that did not record {', '.join(missing)}"] if missing else []
+        for key in dict.fromkeys([*current, *saved]):
+            if key in missing or saved.get(key) == current.get(key):
+                continue
+            if key == "data_sha256":
+                differences.append("the training examples differ in content")
+            else:
+                differences.append(f"{key} {saved.get(key)!r} there, {current.get(key)!r} now")
+        raise ValueError(f"Cannot resume from {path}: it was written for other data or settings "
+                         f"({'; '.join(differences)}). Rerun with the old data and settings to continue it, or "
+                         f"{_START_OVER}.")
 
     def _finish(self, state: dict[str, Any], run_losses: list[float]) -> TrainOutput:
         best_dir = self.output_dir / "best-model"
@@ -482,6 +542,22 @@ class Trainer:
                 "schedule": "linear decay", "weight_decay": a.weight_decay, "max_grad_norm": a.max_grad_norm,
                 "max_length": self.model.max_length, "seed": a.seed,
                 "mixed_precision": str(self.autocast_dtype).replace("torch.", "") if self.autocast_dtype else "no"}
+
+
+def _examples_sha256(examples: Sequence[Any]) -> str:
+    """Hex sha256 of normalised training examples (canonical JSON, one per line), so edited data is detected."""
+    digest = hashlib.sha256()
+    for example in examples:
+        text = json.dumps(example, default=_canonical, ensure_ascii=False, sort_keys=True)
+        digest.update(text.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    """JSON form of what ``json`` cannot write itself: the losses' example dataclasses, else the repr."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.astuple(value)
+    return repr(value)
 
 
 def _quiet_save(model: CrossEncoder, path: Path) -> None:
