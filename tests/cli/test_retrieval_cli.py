@@ -149,3 +149,49 @@ def test_errors_are_one_line(argv, message, cli_index, tmp_path, capsys):
     assert code == 1 and out == ""
     assert err.startswith("crossencoder: error:") and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()
+
+
+def test_mine_refuses_bad_judgments_and_queries_in_one_line(cli_index, tmp_path, capsys):
+    queries = write_jsonl(tmp_path / "q.jsonl", [{"_id": "q1", "text": "berlin population"}])
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("q1\tBERLIN\t1\nq1\tParis\t0\n")  # ids differ from the corpus's by case
+    out_file = tmp_path / "train.jsonl"
+    common = ["mine", cli_index, "--queries", queries, "--qrels", qrels, "--out", out_file]
+    code, _, err = run(common, capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert f"{qrels}: none of the 2 judged documents is in the index" in err and "'BERLIN', 'Paris'" in err
+    assert not out_file.exists()  # not a file of negatives only
+    qrels.write_text("q1\tberlin\t1\n")
+    write_jsonl(queries, [{"_id": "q0", "text": "paris"}, {"_id": "q1", "text": ""}])
+    code, _, err = run(common, capsys)
+    assert code == 1 and f"{queries}:2: query 'q1' has an empty text" in err and not out_file.exists()
+
+
+def test_beir_refuses_unknown_judged_ids_and_another_bi_encoder(tmp_path, tiny_model_dir, caplog, capsys):
+    write_jsonl(tmp_path / "corpus.jsonl", DOCS)
+    write_jsonl(tmp_path / "queries.jsonl", [{"_id": "q1", "text": "coffee beans"}, {"_id": "q2", "text": "paris"}])
+    (tmp_path / "qrels").mkdir()
+    qrels = tmp_path / "qrels" / "test.tsv"
+    qrels.write_text("q1\tCOFFEE\t1\nq2\tPARIS\t1\n")
+    common = ["beir", tmp_path, "--bi-encoder", tiny_model_dir, "--index", tmp_path / "idx", "--json"]
+    code, out, err = run(common, capsys)
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert f"{qrels}: none of the 2 judged documents is in the index" in err and "'COFFEE', 'PARIS'" in err
+    qrels.write_text("q1\tcoffee\t1\nq2\tPARIS\t1\n")
+    code, out, _ = run(common, capsys)
+    assert code == 0 and json.loads(out)["bm25"]["recall@100"] == 0.5
+    assert "1 judged documents are not in the index" in caplog.text and "'PARIS'" in caplog.text
+    code, out, err = run([*common[:2], "--bi-encoder", "another-model", *common[4:]], capsys)
+    assert code == 1 and out == "" and "was built with bi-encoder" in err and "'another-model'" in err
+
+
+def test_damaged_text_store_is_a_one_line_error(cli_index, tmp_path, capsys):
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(cli_index, damaged)
+    with open(damaged / "docs.sqlite", "r+b") as f:  # same size: search checks sizes, not checksums
+        f.write(b"\xff" * 64)
+    code, out, err = run(["search", damaged, "berlin", "--method", "bm25"], capsys)
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert f"{damaged / 'docs.sqlite'}: unreadable" in err and f"--out {damaged} --overwrite" in err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from retrieval_helpers import DOCS, write_jsonl
 
@@ -17,6 +19,7 @@ from crossencoder.retrieval import (
     read_qrels,
     search_many,
 )
+from crossencoder.retrieval.beir import unknown_judged_documents
 
 QUERIES = [{"_id": "q1", "text": "Berlin population inhabitants"}, {"_id": "q2", "text": "coffee beans brewed"},
            {"_id": "q3", "text": "not judged"}]
@@ -82,3 +85,44 @@ def test_bad_qrels_and_missing_files(tmp_path, beir_dir):
         load_beir(beir_dir, "test")
     with pytest.raises(InputError, match="corpus.jsonl: no such file"):
         load_beir(tmp_path / "nowhere", "test")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"q1\tberlin\t1\nq5\td13\t0.7\n", r"bad.tsv:2: score '0.7' is not an integer grade"),
+        (b"q1\tberlin\t1\n\nq2\tcaf\xe9\t1\n", r"bad.tsv:3: not valid UTF-8"),
+    ],
+    ids=["fractional-grade", "not-utf8"],
+)
+def test_qrels_errors_name_file_and_line(tmp_path, content, message):
+    bad = tmp_path / "bad.tsv"
+    bad.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        read_qrels(bad)
+
+
+def test_integral_grades_and_header_are_read(tmp_path):
+    qrels = tmp_path / "q.tsv"
+    qrels.write_bytes(b"\xef\xbb\xbfquery-id\tcorpus-id\tscore\n\nq1\tberlin\t2.0\nq1\tparis\t-1\n")
+    assert read_qrels(qrels) == {"q1": {"berlin": 2, "paris": -1}}
+
+
+def test_empty_query_text_names_file_line_and_id(beir_dir):
+    write_jsonl(beir_dir / "queries.jsonl", [QUERIES[0], {"_id": "q2", "text": "  "}])
+    with pytest.raises(InputError, match=r"queries.jsonl:2: query 'q2' has an empty text"):
+        load_beir(beir_dir, "test")
+
+
+def test_judgments_must_name_documents_of_the_index(index_dir, minilm_bi_encoder, caplog):
+    index = Index.open(index_dir, bi_encoder=minilm_bi_encoder)
+    queries = {"q1": "Berlin population", "q2": "coffee beans"}
+    with pytest.raises(InputError, match=r"qrels/test.tsv: none of the 2 judged documents is in the index .*'BERLIN', "
+                                         r"'COFFEE'"):
+        unknown_judged_documents(index, {"q1": {"BERLIN": 1}, "q2": {"COFFEE": 1}}, source="qrels/test.tsv")
+    with pytest.raises(InputError, match="none of the 2 judged documents"):
+        evaluate(index, queries, {"q1": {"BERLIN": 1}, "q2": {"COFFEE": 1}}, methods=["bm25"])
+    with caplog.at_level(logging.WARNING, logger="crossencoder.retrieval.beir"):
+        table = evaluate(index, queries, {"q1": {"berlin": 1}, "q2": {"COFFEE": 1}}, methods=["bm25"])
+    assert table["bm25"]["recall@100"] == 0.5  # the unknown judgment counts as not retrieved ...
+    assert "1 judged documents are not in the index" in caplog.text and "'COFFEE'" in caplog.text  # ... loudly

@@ -167,3 +167,54 @@ def test_vectors_saved_are_normalised(index_dir, minilm_bi_encoder):
     vectors = faiss.read_index(str(index_dir / DENSE_FILE)).reconstruct_n(0, len(DOCS))
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert json.loads((index_dir / MANIFEST).read_text())["format_version"] == 1
+
+
+def _overwrite(path, offset: int, data: bytes) -> None:
+    """Damage a file in place without changing its size (only the skipped checksum would notice)."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+@pytest.mark.parametrize(
+    ("part", "offset"),
+    [(DOCS_FILE, 0), ("bm25/vocab.index.json", 0), ("bm25/params.index.json", 3), (DENSE_FILE, 0)],
+)
+def test_unreadable_parts_name_the_file_and_the_rebuild_command(tmp_path, index_dir, corpus_path, part, offset):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(index_dir, damaged)
+    _overwrite(damaged / part, offset, b"\xff" * 64 if part == DOCS_FILE else b"#")
+    with pytest.raises(IndexFolderError) as info:
+        Index.open(damaged, verify=False)
+    message = str(info.value)
+    assert message.startswith(f"{damaged / part}: unreadable") and len(message.splitlines()) == 1
+    assert f"`crossencoder index {corpus_path} --out {damaged} --overwrite`" in message
+
+
+def test_text_store_damaged_after_opening_is_an_index_error(tmp_path, index_dir):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(index_dir, damaged)
+    index = Index.open(damaged, verify=False)
+    _overwrite(damaged / DOCS_FILE, 0, b"\xff" * 64)
+    with pytest.raises(IndexFolderError, match=f"{DOCS_FILE}: unreadable .*--overwrite"):
+        index.documents([0])
+    with pytest.raises(IndexFolderError, match=f"{DOCS_FILE}: unreadable"):
+        index.positions(["berlin"])
+
+
+def test_corpus_without_bm25_terms_is_refused_before_embedding(tmp_path, tiny_model_dir):
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"_id": "a", "text": "T"}, {"_id": "b", "title": "The", "text": "a"}])
+    encoder = _CountingEncoder(tiny_model_dir)
+    with pytest.raises(InputError, match=f"{corpus}: no document has a word BM25 can index"):
+        build_index(corpus, tmp_path / "idx", bi_encoder=encoder, show_progress_bar=False)
+    assert encoder.embedded == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]  # no .idx.partial left behind
+
+
+def test_stdin_corpus_is_refused_up_front(tmp_path, tiny_model_dir, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(DOCS[0]) + "\n"))
+    with pytest.raises(InputError, match="cannot be read from stdin"):
+        build_index("-", tmp_path / "idx", bi_encoder=BiEncoder(tiny_model_dir), show_progress_bar=False)
+    assert list(tmp_path.iterdir()) == []

@@ -6,6 +6,7 @@ import pytest
 from retrieval_helpers import DOCS
 
 from crossencoder import CrossEncoder
+from crossencoder.files import InputError
 from crossencoder.retrieval import (
     Hit,
     Index,
@@ -149,3 +150,60 @@ def test_mine_training_pairs(index):
     assert skipped[-1][1] == negatives[1][1]
     with pytest.raises(ValueError, match="None of the 1 queries has judgments.*'q2'.*'q1'"):
         mine_training_pairs(index, {"q2": "unjudged query"}, qrels)
+
+
+def test_window_span_is_measured_in_the_text(tmp_path, tiny_model_dir, minilm_bi_encoder):
+    from retrieval_helpers import write_jsonl
+
+    from crossencoder.retrieval import build_index
+
+    title = "Filler"
+    text = "Filler sentence about nothing in particular. " * 20 + "Berlin has 3.5 million inhabitants."
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"_id": "long", "title": title, "text": text}, *DOCS[1:3]])
+    idx = build_index(corpus, tmp_path / "idx", bi_encoder=minilm_bi_encoder, show_progress_bar=False)
+    reranker = CrossEncoder(tiny_model_dir)
+    (hit,) = search(idx, "Berlin inhabitants", method="bm25", reranker=reranker, long_documents="max")
+    # rank() reads title + text, so its span is in that string; the hit's is in the text.
+    start, end = reranker.rank("Berlin inhabitants", [hit.content], long_documents="max")[0]["window_span"]
+    prefix = len(title) + 1
+    assert hit.window_span == (max(0, start - prefix), end - prefix)
+    assert text[slice(*hit.window_span)] == hit.content[max(start, prefix):end]
+
+
+class _FixedWindowReranker:
+    """Stands in for a CrossEncoder whose best window is a given span of title + text."""
+
+    def __init__(self, span: tuple[int, int]) -> None:
+        self.span = span
+
+    def rank(self, query: str, documents: list[str], **kwargs: object) -> list[dict]:
+        return [{"corpus_id": i, "score": 1.0, "window": 0, "window_span": self.span} for i in range(len(documents))]
+
+
+@pytest.mark.parametrize(("span", "expected"), [((0, 4), (0, 0)), ((3, 12), (0, 5)), ((7, 12), (0, 5)),
+                                                ((10, 20), (3, 13))])
+def test_window_span_in_the_title_is_clamped_to_the_text(index, span, expected):
+    # "Berlin Berlin has ...": the text starts at offset 7 of what the re-ranker reads.
+    (hit,) = search(index, "population of Berlin", method="bm25", reranker=_FixedWindowReranker(span),
+                    long_documents="max")
+    assert hit.title == "Berlin" and hit.window_span == expected
+
+
+def test_bm25s_logs_only_what_the_root_logger_lets_through(index, caplog):
+    import logging
+
+    # As on the command line: a handler that prints everything, the root level set by -v.
+    caplog.set_level(logging.WARNING)
+    caplog.handler.setLevel(logging.NOTSET)
+    assert search(index, "the", method="bm25") == []  # a query of stop words only
+    assert not [r for r in caplog.records if r.name.startswith("bm25s")]
+    caplog.set_level(logging.INFO)
+    caplog.handler.setLevel(logging.NOTSET)
+    search(index, "the", method="bm25")
+    assert any("query is empty" in r.getMessage() for r in caplog.records if r.name.startswith("bm25s"))
+
+
+def test_mining_refuses_judgments_of_unknown_documents(index):
+    queries = {"q1": "How many people live in the German capital?"}
+    with pytest.raises(InputError, match=r"none of the 2 judged documents is in the index .*'Berlin', 'Paris'"):
+        mine_training_pairs(index, queries, {"q1": {"Berlin": 2, "Paris": 0}}, method="bm25")

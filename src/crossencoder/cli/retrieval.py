@@ -149,14 +149,17 @@ def run_search(args: argparse.Namespace) -> int:
 
 def run_mine(args: argparse.Namespace) -> int:
     from crossencoder.retrieval import Index, mine_training_pairs, read_qrels, read_queries
+    from crossencoder.retrieval.beir import unknown_judged_documents
 
     _check_positive(candidates=args.candidates)
     # group_pairs checks this too, but only after the (slow) mining: refuse it first.
     if args.group_size is not None and args.group_size < 2:
         raise InputError(f"--group-size must be at least 2, got {args.group_size}.")
     index = Index.open(args.index, verify=False)
-    pairs = mine_training_pairs(index, read_queries(args.queries), read_qrels(args.qrels), method=args.method,
-                                num_negatives=args.num_negatives, skip_top=args.skip_top, candidates=args.candidates)
+    queries, qrels = read_queries(args.queries), read_qrels(args.qrels)
+    unknown_judged_documents(index, qrels, source=args.qrels)  # refused here to name the file
+    pairs = mine_training_pairs(index, queries, qrels, method=args.method, num_negatives=args.num_negatives,
+                                skip_top=args.skip_top, candidates=args.candidates)
     if args.group_size is not None:
         from crossencoder.training import group_pairs
 
@@ -176,6 +179,8 @@ def run_mine(args: argparse.Namespace) -> int:
 def run_beir(args: argparse.Namespace) -> int:
     from crossencoder.retrieval import Index, build_index, evaluate, format_table, load_beir
     from crossencoder.files import file_sha256
+    from crossencoder.retrieval.beir import unknown_judged_documents
+    from crossencoder.retrieval.index import model_identity
 
     _check_positive(candidates=args.candidates, batch_size=args.batch_size)
     data = load_beir(args.data_dir, args.split)
@@ -184,12 +189,20 @@ def run_beir(args: argparse.Namespace) -> int:
         folder = Path(args.index) if args.index else Path(scratch) / "index"
         if folder.exists():
             index = Index.open(folder)
+            built_with = index.manifest["bi_encoder"]["model"]
             if index.manifest["corpus"]["sha256"] != file_sha256(data.corpus_path):
                 index.close()
                 raise InputError(f"{folder} was built from another corpus than {data.corpus_path}.")
+            # The queries are embedded with the index's own model; another --bi-encoder would silently not be used.
+            if args.bi_encoder and model_identity(args.bi_encoder) != built_with:
+                index.close()
+                raise InputError(f"{folder} was built with bi-encoder {built_with!r}, not {args.bi_encoder!r}: "
+                                 "drop --bi-encoder to reuse it, or give another --index.")
         else:
             index = build_index(data.corpus_path, folder, bi_encoder=_bi_encoder(args.bi_encoder, args.device))
         with index:
+            qrels_file = Path(args.data_dir) / "qrels" / f"{args.split}.tsv"
+            unknown_judged_documents(index, data.qrels, source=str(qrels_file))  # refused here to name the file
             table = evaluate(index, data.queries, data.qrels, reranker=reranker, candidates=args.candidates,
                              batch_size=args.batch_size, long_documents=args.long_documents, fusion=args.fuse)
     if args.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from crossencoder.retrieval.pipeline import METHODS, Hit, fuse_with_first_stage,
 
 if TYPE_CHECKING:
     from crossencoder.model.cross_encoder import CrossEncoder
+
+logger = logging.getLogger(__name__)
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 Qrels = dict[str, dict[str, int]]
@@ -41,23 +44,26 @@ def read_qrels(path: str | os.PathLike) -> Qrels:
     """Read a BEIR qrels TSV (``query-id``, ``corpus-id``, ``score``; a header line is optional).
 
     Raises:
-        InputError: missing file, a short row or a non-integer score (names file and line).
+        InputError: missing file, a line that is not UTF-8, a short row or a non-integer score (names file and line).
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such qrels file.")
     qrels: Qrels = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        for lineno, row in enumerate(csv.reader(f, delimiter="\t"), start=1):
-            if not row or (lineno == 1 and row[0].strip().lower() in ("query-id", "query_id", "qid")):
-                continue
-            if len(row) < 3:
-                raise InputError(f"{path}:{lineno}: expected query-id, corpus-id and score separated by tabs.")
-            try:
-                score = int(float(row[2]))
-            except ValueError:
-                raise InputError(f"{path}:{lineno}: score {row[2]!r} is not a number.") from None
-            qrels.setdefault(row[0].strip(), {})[row[1].strip()] = score
+    for number, (lineno, line) in enumerate(read_lines(os.fspath(path))):
+        row = next(csv.reader([line], delimiter="\t"))
+        if number == 0 and row[0].strip().lower() in ("query-id", "query_id", "qid"):
+            continue
+        if len(row) < 3:
+            raise InputError(f"{path}:{lineno}: expected query-id, corpus-id and score separated by tabs.")
+        try:
+            value = float(row[2])
+        except ValueError:
+            raise InputError(f"{path}:{lineno}: score {row[2]!r} is not a number.") from None
+        # Grades are integers; truncating 0.7 to 0 would silently turn a judged passage into a negative.
+        if not value.is_integer():
+            raise InputError(f"{path}:{lineno}: score {row[2]!r} is not an integer grade.")
+        qrels.setdefault(row[0].strip(), {})[row[1].strip()] = int(value)
     if not qrels:
         raise InputError(f"{path}: no judgments.")
     return qrels
@@ -67,7 +73,7 @@ def read_queries(path: str | os.PathLike) -> dict[str, str]:
     """Read a BEIR queries JSONL (``_id``, ``text``) into ``{query_id: text}``.
 
     Raises:
-        InputError: missing file, bad line, missing field or repeated id (names file and line).
+        InputError: missing file, bad line, missing field, empty text or repeated id (names file and line).
     """
     name = os.fspath(path)
     queries: dict[str, str] = {}
@@ -78,7 +84,10 @@ def read_queries(path: str | os.PathLike) -> dict[str, str]:
         query_id = str(obj["_id"])
         if query_id in queries:
             raise InputError(f"{name}:{lineno}: duplicate query id {query_id!r}.")
-        queries[query_id] = pick_text(obj, ("text",), name, lineno)
+        text = pick_text(obj, ("text",), name, lineno)
+        if not text.strip():
+            raise InputError(f"{name}:{lineno}: query {query_id!r} has an empty text.")
+        queries[query_id] = text
     if not queries:
         raise InputError(f"{name}: no queries.")
     return queries
@@ -106,6 +115,38 @@ def load_beir(data_dir: str | os.PathLike, split: str = "test") -> BeirDataset:
     if missing:
         raise InputError(f"{queries_file}: {len(missing)} judged queries are missing, e.g. {missing[0]!r}.")
     return BeirDataset(corpus, {q: queries[q] for q in qrels}, qrels)
+
+
+def _examples(ids: Sequence[str], n: int = 3) -> str:
+    return ", ".join(repr(i) for i in ids[:n]) + (", ..." if len(ids) > n else "")
+
+
+def unknown_judged_documents(index: Index, qrels: Mapping[str, Mapping[str, int]],
+                             source: str = "the judgments") -> list[str]:
+    """The judged document ids that are not in ``index``, after refusing judgments that match none of it.
+
+    Ids that differ from the corpus's (``D13`` against ``d13``) would otherwise score 0 everywhere, or be mined as
+    negatives, without a word.
+
+    Args:
+        index: Index of the corpus the judgments refer to.
+        qrels: ``{query_id: {doc_id: relevance}}``.
+        source: What the error names: the qrels file where there is one.
+
+    Returns:
+        The unknown ids in qrels order (empty when every judged document is in the index).
+
+    Raises:
+        InputError: none of the judged documents is in the index.
+    """
+    judged = list(dict.fromkeys(d for docs in qrels.values() for d in docs))
+    rows = index.positions(judged)
+    unknown = [d for d in judged if d not in rows]
+    if judged and len(unknown) == len(judged):
+        raise InputError(f"{source}: none of the {len(judged)} judged documents is in the index {index.path} "
+                         f"(ids such as {_examples(unknown)}); the judgments and the corpus must use the same "
+                         "document ids.")
+    return unknown
 
 
 def evaluate(
@@ -140,6 +181,10 @@ def evaluate(
     Returns:
         ``{row name: {"ndcg@10", "mrr@10", "recall@100"}}`` in table order.
 
+    Raises:
+        InputError: none of the judged documents is in the index (some missing is a logged warning: they count as
+            not retrieved).
+
     Example:
         >>> evaluate(index, data.queries, data.qrels)["hybrid"]["ndcg@10"]
         0.61
@@ -151,6 +196,10 @@ def evaluate(
     if not ids:
         raise ValueError("None of the queries has judgments.")
     qrels = {q: qrels[q] for q in ids}
+    unknown = unknown_judged_documents(index, qrels)
+    if unknown:
+        logger.warning("%d judged documents are not in the index and count as not retrieved, e.g. %s.",
+                       len(unknown), _examples(unknown))
     texts = [queries[q] for q in ids]
     table: dict[str, dict[str, float]] = {}
     stages: list[tuple[str, str, CrossEncoder | None]] = [(m, m, None) for m in methods]

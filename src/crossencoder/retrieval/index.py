@@ -14,6 +14,7 @@ under ``.<name>.partial/`` next to the output, so a killed build resumes where i
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from crossencoder.errors import CrossEncoderError
 from crossencoder.retrieval.bi_encoder import BiEncoder
 from crossencoder.retrieval.corpus import Document, read_corpus
-from crossencoder.files import atomic_dir, file_sha256, write_atomic, write_text_atomic
+from crossencoder.files import InputError, atomic_dir, file_sha256, write_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +49,21 @@ class IndexFolderError(CrossEncoderError, ValueError):
     """A missing, half-written or corrupt index folder, or a bad build request."""
 
 
-def _bm25_tokenize(texts: Sequence[str], ids: bool) -> Any:
+@functools.cache
+def _bm25s() -> Any:
+    """Import bm25s with its logger following the application's level (once: a level set later by the user stays).
+
+    bm25s sets its own logger to DEBUG, which would print its chatter ("INFO: The query is empty ...") on every
+    command line; without a level of its own it shows only what the root logger lets through (``-v`` for INFO).
+    """
     import bm25s
 
-    return bm25s.tokenize(list(texts), stopwords="en", return_ids=ids, show_progress=False)
+    logging.getLogger("bm25s").setLevel(logging.NOTSET)
+    return bm25s
+
+
+def _bm25_tokenize(texts: Sequence[str], ids: bool) -> Any:
+    return _bm25s().tokenize(list(texts), stopwords="en", return_ids=ids, show_progress=False)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -63,10 +75,15 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def model_identity(model_name_or_path: str | os.PathLike) -> str:
+    """How the manifest records a bi-encoder: a folder as its absolute path, a Hub id or catalog name as given."""
+    name = os.fspath(model_name_or_path)
+    return os.path.abspath(name) if os.path.isdir(name) else name
+
+
 def _encoder_identity(encoder: BiEncoder) -> dict[str, Any]:
-    name = encoder.model_name_or_path
     return {
-        "model": os.path.abspath(name) if os.path.isdir(name) else name,
+        "model": model_identity(encoder.model_name_or_path),
         "pooling": encoder.pooling,
         "max_length": encoder.max_length,
         "dimensions": encoder.dimension,
@@ -151,7 +168,7 @@ def build_index(
         The opened :class:`Index`.
 
     Raises:
-        InputError: bad corpus (names file and line).
+        InputError: bad corpus (names file and line), ``"-"`` (stdin), or no word BM25 can index.
         IndexFolderError: ``out_dir`` is a file, or exists and ``overwrite`` is False, or a bad ``index_type``.
 
     Example:
@@ -159,9 +176,9 @@ def build_index(
         >>> index.count
         5000
     """
-    import bm25s
     import faiss
 
+    bm25s = _bm25s()
     if index_type not in ("flat", "hnsw"):
         raise IndexFolderError(f"index_type must be 'flat' or 'hnsw', got {index_type!r}.")
     out = Path(out_dir)
@@ -169,7 +186,15 @@ def build_index(
         raise IndexFolderError(f"{out} is a file, not a folder; choose a folder for the index.")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise IndexFolderError(f"{out} already exists and is not empty; choose another folder or overwrite it.")
+    if os.fspath(corpus_path) == "-":
+        # The index records the corpus file's path and checksum (and a resumed build re-reads the file).
+        raise InputError("The corpus cannot be read from stdin: save it to a file and index that file.")
     documents = read_corpus(corpus_path)
+    # Checked before the slow embedding: bm25s cannot index a corpus without a single term.
+    bm25_tokens = _bm25_tokenize([d.content for d in documents], ids=True)
+    if not bm25_tokens.vocab:
+        raise InputError(f"{corpus_path}: no document has a word BM25 can index (words of two or more characters "
+                         "that are not English stop words).")
     encoder = bi_encoder or BiEncoder()
     identity = _encoder_identity(encoder)
     corpus_sha = file_sha256(Path(corpus_path))
@@ -184,10 +209,8 @@ def build_index(
             dense = faiss.IndexHNSWFlat(encoder.dimension, hnsw_m, faiss.METRIC_INNER_PRODUCT)
         dense.add(vectors)
         faiss.write_index(dense, str(tmp / DENSE_FILE))
-        # bm25s sets its own logger to DEBUG, which would print build chatter on every command line.
-        logging.getLogger("bm25s").setLevel(logging.WARNING)
         bm25 = bm25s.BM25()
-        bm25.index(_bm25_tokenize([d.content for d in documents], ids=True), show_progress=False)
+        bm25.index(bm25_tokens, show_progress=False)
         bm25.save(str(tmp / BM25_DIR), show_progress=False)
         _write_docs(tmp / DOCS_FILE, documents)
         files = {
@@ -207,6 +230,28 @@ def build_index(
         _write_json_atomic(tmp / MANIFEST, manifest)
     shutil.rmtree(cache, ignore_errors=True)
     return Index.open(out, bi_encoder=encoder)
+
+
+def _unreadable(folder: Path, manifest: dict[str, Any], part: str, exc: BaseException) -> IndexFolderError:
+    """The error for a part that passed the size check but cannot be read (the checksum is skipped by default)."""
+    corpus = manifest.get("corpus")
+    corpus_path = corpus.get("path") if isinstance(corpus, dict) else None
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return IndexFolderError(f"{folder / part}: unreadable ({reason}); the index is corrupt. Rebuild it with "
+                            f"`crossencoder index {corpus_path or 'CORPUS'} --out {folder} --overwrite`.")
+
+
+def _bm25_culprit(folder: Path) -> str:
+    """The first file of the bm25s folder that does not parse, to name it in the error (else the folder)."""
+    for file in sorted((folder / BM25_DIR).iterdir()):
+        try:
+            if file.suffix == ".json":
+                json.loads(file.read_text(encoding="utf-8"))
+            elif file.suffix == ".npy":
+                np.load(file, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return f"{BM25_DIR}/{file.name}"
+    return BM25_DIR
 
 
 class Index:
@@ -239,11 +284,11 @@ class Index:
 
         Raises:
             IndexFolderError: the folder is missing, has no manifest (half-written), a different format version, or a
-                file that is missing, truncated or altered; or ``bi_encoder`` does not match the index.
+                file that is missing, truncated, altered or unreadable; or ``bi_encoder`` does not match the index.
         """
-        import bm25s
         import faiss
 
+        bm25s = _bm25s()
         folder = Path(path)
         if not folder.is_dir():
             raise IndexFolderError(f"{folder}: no such index folder (build one with `crossencoder index`).")
@@ -271,10 +316,21 @@ class Index:
         if bi_encoder is not None and bi_encoder.dimension != expected_dims:
             raise IndexFolderError(f"{folder}: built with {expected_dims}-dimensional vectors, the given "
                                    f"bi-encoder makes {bi_encoder.dimension}.")
-        dense = faiss.read_index(str(folder / DENSE_FILE))
-        bm25 = bm25s.BM25.load(str(folder / BM25_DIR), show_progress=False)
+        # Damage that keeps the sizes (bit rot, a partial overwrite) only shows when a part is read: name the part.
+        try:
+            dense = faiss.read_index(str(folder / DENSE_FILE))
+        except RuntimeError as exc:
+            raise _unreadable(folder, manifest, DENSE_FILE, exc) from None
+        try:
+            bm25 = bm25s.BM25.load(str(folder / BM25_DIR), show_progress=False)
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
+            raise _unreadable(folder, manifest, _bm25_culprit(folder), exc) from None
         db = sqlite3.connect(f"{(folder / DOCS_FILE).resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
-        (rows,) = db.execute("SELECT COUNT(*) FROM docs").fetchone()
+        try:
+            (rows,) = db.execute("SELECT COUNT(*) FROM docs").fetchone()
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise _unreadable(folder, manifest, DOCS_FILE, exc) from None
         if dense.ntotal != manifest["count"] or rows != manifest["count"]:
             raise IndexFolderError(f"{folder}: the parts hold {dense.ntotal} vectors and {rows} texts, the manifest "
                                    f"says {manifest['count']}. Rebuild it.")
@@ -291,25 +347,46 @@ class Index:
             self._bi_encoder = BiEncoder(spec["model"], max_length=spec["max_length"])
         return self._bi_encoder
 
+    def _select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Rows of a query on the text store; a damaged page (found only when read) is an :class:`IndexFolderError`.
+
+        Raises:
+            IndexFolderError: ``docs.sqlite`` is corrupt (names it and how to rebuild).
+        """
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.ProgrammingError:
+            raise  # e.g. a closed index: a mistake in the caller, not a damaged file
+        except sqlite3.DatabaseError as exc:
+            raise _unreadable(self.path, self.manifest, DOCS_FILE, exc) from None
+
     def documents(self, positions: Sequence[int]) -> list[Document]:
-        """The documents at the given rows, in the given order."""
+        """The documents at the given rows, in the given order.
+
+        Raises:
+            IndexFolderError: ``docs.sqlite`` is corrupt.
+        """
         unique = sorted(set(int(p) for p in positions))
         found: dict[int, Document] = {}
         for start in range(0, len(unique), 500):  # SQLite caps the number of bound parameters
             part = unique[start:start + 500]
-            rows = self._db.execute(
-                f"SELECT pos, id, title, text FROM docs WHERE pos IN ({','.join('?' * len(part))})", part)
+            rows = self._select(f"SELECT pos, id, title, text FROM docs WHERE pos IN ({','.join('?' * len(part))})",
+                                part)
             found.update({pos: Document(i, t or "", x or "") for pos, i, t, x in rows})
         return [found[int(p)] for p in positions]
 
     def positions(self, ids: Sequence[str]) -> dict[str, int]:
-        """Row of each document id found in the index (unknown ids are left out)."""
+        """Row of each document id found in the index (unknown ids are left out).
+
+        Raises:
+            IndexFolderError: ``docs.sqlite`` is corrupt.
+        """
         found: dict[str, int] = {}
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), 500):
             part = unique[start:start + 500]
-            rows = self._db.execute(f"SELECT id, pos FROM docs WHERE id IN ({','.join('?' * len(part))})", part)
-            found.update(dict(rows))
+            found.update(dict(self._select(f"SELECT id, pos FROM docs WHERE id IN ({','.join('?' * len(part))})",
+                                           part)))
         return found
 
     def bm25_search(self, queries: Sequence[str], k: int) -> list[Hits]:

@@ -30,7 +30,9 @@ class Hit:
         score: Its score at the last stage (the ranking key).
         scores: Score per stage that saw it: ``bm25``, ``dense``, ``hybrid`` (fused), ``rerank``, and ``fused``
             (re-ranker and first stage fused; see :func:`fuse_with_first_stage`).
-        window, window_span: With ``long_documents``, the best-scoring window and its character span.
+        window, window_span: With ``long_documents``, the best-scoring window and its ``(start, end)`` character
+            offsets in ``text`` (the re-ranker reads title + text: a window that begins in the title starts at 0,
+            and one that lies entirely in the title is ``(0, 0)``).
     """
 
     id: str
@@ -138,8 +140,13 @@ def _rerank(query: str, hits: list[Hit], reranker: CrossEncoder, top_k: int, bat
     for result in ranked:
         hit = hits[result["corpus_id"]]
         score = float(result["score"])
-        out.append(Hit(hit.id, hit.title, hit.text, score, {**hit.scores, "rerank": score},
-                       result.get("window"), result.get("window_span")))
+        span = result.get("window_span")
+        if span is not None:
+            # rank() measures in title + text; Hit.text is the text alone, so drop the title prefix.
+            prefix = len(hit.content) - len(hit.text)
+            span = (max(0, span[0] - prefix), max(0, span[1] - prefix))
+        out.append(Hit(hit.id, hit.title, hit.text, score, {**hit.scores, "rerank": score}, result.get("window"),
+                       span))
     return fuse_with_first_stage(out, fuse_method)[:top_k] if fuse_method else out
 
 

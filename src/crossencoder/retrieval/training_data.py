@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from crossencoder.retrieval.beir import unknown_judged_documents
 from crossencoder.retrieval.index import Index
 from crossencoder.retrieval.pipeline import Method, search_many
 
@@ -39,7 +40,8 @@ def mine_training_pairs(
         Pairs grouped by query, judged passages first.
 
     Raises:
-        ValueError: no judgment has a positive relevance, no query has judgments, or a count is out of range.
+        ValueError: no judgment has a positive relevance, no query has judgments, none of the judged passages is in
+            the index, or a count is out of range.
 
     Example:
         >>> pairs = mine_training_pairs(index, {"q1": "berlin population"}, {"q1": {"d1": 2}}, num_negatives=2)
@@ -56,13 +58,14 @@ def mine_training_pairs(
         raise ValueError(f"None of the {len(queries)} queries has judgments: query ids such as "
                          f"{next(iter(queries), None)!r} do not appear in the qrels (ids such as "
                          f"{next(iter(qrels), None)!r}). Check that both files use the same query ids.")
+    # Checked before the slow retrieval: with no judged passage in the index every pair would be a negative.
+    unknown = unknown_judged_documents(index, {q: qrels[q] for q in ids})
+    if unknown:
+        logger.warning("%d judged passages are not in the index and were left out, e.g. %s.", len(unknown),
+                       ", ".join(repr(d) for d in unknown[:3]))
     results = search_many(index, [queries[q] for q in ids], method, top_k=candidates, candidates=candidates) \
         if num_negatives else [[] for _ in ids]
-    judged_ids = [d for q in ids for d in qrels[q]]
-    rows = index.positions(judged_ids)
-    missing = len(set(judged_ids) - set(rows))
-    if missing:
-        logger.warning("%d judged passages are not in the index and were left out.", missing)
+    rows = index.positions([d for q in ids for d in qrels[q]])
     pairs: list[tuple[str, str, float]] = []
     for query_id, hits in zip(ids, results):
         query, judged = queries[query_id], qrels[query_id]
