@@ -188,6 +188,33 @@ def test_cache_location_rules(tmp_path, monkeypatch):
     assert hub.parent == tmp_path / "cache" / "onnx" and hub.name.startswith("org--name-")
 
 
+def test_copied_or_read_only_model_folders_reuse_their_export(model_dir, tmp_path, monkeypatch):
+    # The key is the weights and config, not the folder's path: a copy (or a container image) finds the export.
+    shipped = tmp_path / "image" / "model"
+    shutil.copytree(model_dir, shipped)
+    built = CrossEncoder(shipped, backend="onnx").backend.path
+    assert built.parent.parent == shipped / "onnx"
+    monkeypatch.setenv("CROSSENCODER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx_export, "_can_write_in", lambda folder: False)  # a read-only mount (root ignores chmod)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("re-exported although the read-only folder ships a valid export")
+
+    monkeypatch.setattr(onnx_export, "_torch_export", fail)
+    assert CrossEncoder(shipped, backend="onnx").backend.path == built
+    moved = tmp_path / "moved"
+    shutil.copytree(shipped, moved)
+    assert CrossEncoder(moved, backend="onnx").backend.path == moved / "onnx" / built.parent.name / built.name
+
+
+def test_unwritable_onnx_subfolder_falls_back_to_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CROSSENCODER_CACHE", str(tmp_path / "cache"))
+    local = tmp_path / "local-model"
+    (local / "onnx").mkdir(parents=True)
+    monkeypatch.setattr(onnx_export, "_can_write_in", lambda folder: folder.name != "onnx")
+    assert export_folder("ab" * 32, local, "local-model", None).parent == tmp_path / "cache" / "onnx"
+
+
 def test_failed_export_leaves_nothing_behind(model_dir, monkeypatch, tmp_path):
     def broken(model, input_names, path, opset):
         path.write_bytes(b"half written")
@@ -251,7 +278,8 @@ def test_quantize_attention_setting_changes_the_graph(model_dir):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [({"quantize": "int4"}, ValueError, "quantize mode 'int4'"), ({"num_threads": 0}, ValueError, "num_threads"),
-     ({"bogus": 1}, TypeError, "bogus")],
+     ({"num_threads": "2"}, ValueError, "num_threads"), ({"num_threads": True}, ValueError, "num_threads"),
+     ({"quantise": "int8"}, ValueError, r"Unknown onnx backend_kwargs \['quantise'\]; the options are quantize, ")],
 )
 def test_bad_backend_kwargs_are_clear_errors(tiny_model_dir, kwargs, error, match):
     with pytest.raises(error, match=match):

@@ -68,10 +68,31 @@ def test_serve_bad_model_is_a_one_line_error(tmp_path, capsys):
 
 @pytest.mark.parametrize(("option", "value", "fragment"), [
     ("--max-queue", "0", "max_queue"), ("--request-timeout", "0", "request_timeout"), ("--port", "70000", "--port"),
+    # Unbounded waits would hang every request and the graceful shutdown.
+    ("--request-timeout", "inf", "request_timeout"), ("--max-wait-ms", "inf", "max_wait_ms"),
+    ("--max-wait-ms", "nan", "max_wait_ms"), ("--host", "", "--host is empty"),
+    ("--host", "192.0.2.1", "cannot listen on 192.0.2.1"),  # TEST-NET-1: never an address of this machine
 ])
 def test_serve_rejects_bad_limits_before_loading(tiny_model_dir, capsys, option, value, fragment):
     assert main(["serve", "-m", str(tiny_model_dir), option, value]) == 1
-    assert fragment in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_serve_port_in_use_fails_before_the_model_loads(tmp_path, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # The model path does not exist: the port must be refused first, before any loading.
+        assert main(["serve", "-m", str(tmp_path / "missing"), "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and len(err.strip().splitlines()) == 1
+
+
+def test_serve_refuses_sigmoid_scores_for_a_classifier(tiny_nli_model_dir, capsys):
+    assert main(["serve", "-m", str(tiny_nli_model_dir), "--scores", "sigmoid", "--port", str(free_port())]) == 1
+    assert "--scores sigmoid maps 1-label re-ranker scores" in capsys.readouterr().err
 
 
 def test_serve_without_the_server_extra_says_what_to_install(tiny_model_dir, capsys, monkeypatch):

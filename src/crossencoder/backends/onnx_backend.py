@@ -104,8 +104,9 @@ class OnnxBackend:
         """
         if quantize is not None and quantize not in QUANTIZE_MODES:
             raise ValueError(f"Unknown quantize mode {quantize!r}: use None or one of {', '.join(QUANTIZE_MODES)}.")
-        if num_threads is not None and num_threads < 1:
-            raise ValueError(f"num_threads must be a positive integer or None, got {num_threads}.")
+        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
+                                        or num_threads < 1):
+            raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}.")
         try:
             import onnx  # noqa: F401
             import onnxruntime as ort

@@ -108,8 +108,14 @@ class ExportSettings:
 
 
 def model_fingerprint(model: PreTrainedModel) -> str:
-    """sha256 of the model's config and every parameter / buffer, read from memory."""
-    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    """sha256 of the model's config and every parameter / buffer, read from memory.
+
+    The config's ``_name_or_path`` is left out: it is where the model was loaded from, so a copied, moved or
+    mounted folder keeps finding the export made for the same weights.
+    """
+    config = model.config.to_dict()
+    config.pop("_name_or_path", None)
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
@@ -138,14 +144,31 @@ def export_folder(key: str, model_path: Path | None, model_name: str, cache_dir:
     name = f"crossencoder-{key[:20]}"
     if cache_dir is not None:
         return Path(cache_dir).expanduser() / name
-    if model_path is not None and "models--" not in str(model_path) and os.access(model_path, os.W_OK):
-        return model_path / "onnx" / name
+    beside = _beside_model(key, model_path)
+    if beside is not None and _can_write_in(beside.parent):
+        return beside
     slug = re.sub(r"[^A-Za-z0-9._-]+", "--", model_name.strip("/\\")).strip("-.")[-80:] or "model"
     return default_cache_root() / f"{slug}-{key[:20]}"
 
 
-def read_valid_export(folder: Path, key: str) -> Path | None:
-    """Return ``folder/model.onnx`` if its manifest matches ``key`` and the file's sha256; else None (logged)."""
+def _beside_model(key: str, model_path: Path | None) -> Path | None:
+    """``<model folder>/onnx/crossencoder-<key>`` for a local folder; None in the Hub cache, whose snapshots are
+    shared between projects."""
+    if model_path is None or "models--" in str(model_path):
+        return None
+    return model_path / "onnx" / f"crossencoder-{key[:20]}"
+
+
+def _can_write_in(folder: Path) -> bool:
+    """Whether exports can be written in ``folder`` (or, when it does not exist yet, created in its parent)."""
+    while not folder.exists():
+        folder = folder.parent
+    return os.access(folder, os.W_OK)
+
+
+def read_valid_export(folder: Path, key: str, log: bool = True) -> Path | None:
+    """Return ``folder/model.onnx`` if its manifest matches ``key`` and the file's sha256; else None (logged unless
+    ``log`` is False)."""
     manifest_path = folder / MANIFEST_FILE
     if not folder.exists():
         return None
@@ -160,7 +183,8 @@ def read_valid_export(folder: Path, key: str) -> Path | None:
             return folder / MODEL_FILE
     except (OSError, ValueError, KeyError, TypeError) as exc:
         problem = f"its manifest or model file is unreadable ({type(exc).__name__})"
-    logger.warning("Cached ONNX export %s is stale or corrupt (%s); rebuilding it.", folder, problem)
+    if log:
+        logger.warning("Cached ONNX export %s is stale or corrupt (%s); rebuilding it.", folder, problem)
     return None
 
 
@@ -340,6 +364,12 @@ def build_export(
     fingerprint = fingerprint or model_fingerprint(model)
     key = export_key(fingerprint, settings)
     folder = export_folder(key, model_path, model_name, cache_dir)
+    beside = _beside_model(key, model_path) if cache_dir is None else None
+    if beside is not None and beside != folder and beside.exists():
+        # A read-only model folder that ships its export (a container image, a read-only mount): use it.
+        found = read_valid_export(beside, key)
+        if found is not None:
+            return found
     found = read_valid_export(folder, key)
     if found is not None:
         return found
@@ -349,7 +379,7 @@ def build_export(
         fp32 = build_export(model, input_names, fp32_settings, model_path, model_name, cache_dir, fingerprint)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
-        found = read_valid_export(folder, key) if folder.exists() else None
+        found = read_valid_export(folder, key, log=False) if folder.exists() else None
         if found is not None:  # another process built it while we waited for the lock
             return found
         try:

@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import socket
 
 from crossencoder.cli.common import InputError, add_model_arguments, load_model
 
@@ -82,6 +83,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be between 0 and 65535, got {args.port}.")
+    if not args.host.strip():
+        raise InputError("--host is empty: use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface).")
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
     settings = ServerSettings(
         served_model_name=args.served_model_name or args.model, api_key=api_key,
@@ -95,7 +98,11 @@ def run_serve(args: argparse.Namespace) -> int:
     if not api_key and not _is_loopback(args.host):
         log.warning("Serving on %s without an API key: anyone who can reach this address can use the model. "
                     "Set --api-key or %s.", args.host, API_KEY_ENV)
+    _check_can_listen(args.host, args.port)  # before the (slow) model load
     model = load_model(args)  # before binding: a bad model is a one-line error, not a half-started server
+    if settings.score_activation == "sigmoid" and model.num_labels > 1:
+        raise InputError(f"--scores sigmoid maps 1-label re-ranker scores; this model has {model.num_labels} "
+                         "labels, whose /predict scores are softmax probabilities. Leave --scores out.")
     app = create_app(model, settings)
     # uvicorn's own cap (a plain-text 503) is only a backstop: the app answers JSON + Retry-After well before it.
     config = uvicorn.Config(
@@ -107,6 +114,22 @@ def run_serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Raise InputError when ``host:port`` cannot be served (unknown host, port in use, not an address of this
+    machine), as uvicorn would only find out after the model has loaded."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise InputError(f"--host {host!r} cannot be resolved ({exc.strerror}).") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}.") from None
 
 
 def _is_loopback(host: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -213,6 +214,11 @@ class CrossEncoder:
         if backend == "onnx":
             from crossencoder.backends.onnx_backend import OnnxBackend
 
+            known = [name for name in inspect.signature(OnnxBackend.from_cross_encoder).parameters
+                     if name not in ("cls", "cross_encoder")]
+            unknown = sorted(set(backend_kwargs) - set(known))
+            if unknown:
+                raise ValueError(f"Unknown onnx backend_kwargs {unknown}; the options are {', '.join(known)}.")
             return OnnxBackend.from_cross_encoder(self, **backend_kwargs)
         if backend_kwargs:
             raise ValueError(f"The torch backend takes no backend_kwargs, got {sorted(backend_kwargs)}.")

@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 
+MAX_REQUEST_TIMEOUT = 3600.0
+MAX_WAIT_MS = 10_000.0
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """Everything that shapes the server's behaviour besides the model itself.
@@ -61,10 +65,12 @@ class ServerSettings:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be a positive integer or None, got {self.max_batch_tokens!r}.")
-        if not self.request_timeout > 0:
-            raise ValueError(f"request_timeout must be > 0 seconds, got {self.request_timeout!r}.")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms!r}.")
+        # Bounded, not just positive: an infinite wait or timeout would hang requests and graceful shutdown.
+        if not 0 < self.request_timeout <= MAX_REQUEST_TIMEOUT:
+            raise ValueError(f"request_timeout must be > 0 and at most {MAX_REQUEST_TIMEOUT} seconds, "
+                             f"got {self.request_timeout!r}.")
+        if not 0 <= self.max_wait_ms <= MAX_WAIT_MS:
+            raise ValueError(f"max_wait_ms must be between 0 and {MAX_WAIT_MS}, got {self.max_wait_ms!r}.")
         if self.score_activation not in ("model", "sigmoid"):
             raise ValueError(f"score_activation must be 'model' or 'sigmoid', got {self.score_activation!r}.")
         if self.api_key is not None and not self.api_key:
