@@ -54,7 +54,8 @@ def test_bench_uses_passages_from_file(model_dir, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [(["--backends", "torch,tensorrt"], "unknown tensorrt"), (["--pairs", "0"], "--pairs must be a positive"),
-     (["--file", "/nonexistent/passages.txt"], "no such file")],
+     (["--file", "/nonexistent/passages.txt"], "no such file"),
+     (["--backends", "torch,torch"], "lists torch more than once")],
 )
 def test_bench_bad_options_are_one_line_errors(model_dir, capsys, extra, message):
     code = main(["bench", "-m", str(model_dir), *FAST, *extra])

@@ -213,3 +213,39 @@ def test_worker_error_reaches_the_caller(local_ray, tmp_path):
         score_dataset(str(tmp_path / "no-such-model"), tmp_path / "pairs.jsonl", tmp_path / "out",
                       show_progress=False)
     assert not list((tmp_path / "out").glob("part-*"))
+
+
+def test_resume_refuses_another_model_or_rank_setting(local_ray, tiny_model_dir, tiny_nli_model_dir, tmp_path):
+    write_jsonl(tmp_path / "pairs.jsonl", make_rows(6))
+    score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", shard_rows=3, show_progress=False)
+    (tmp_path / "out" / "_done" / "part-000001.json").unlink()  # one shard left to do
+    # Finishing it with another model, or other load options, would mix two models' scores in one table.
+    with pytest.raises(JobInputError, match="different job .*model"):
+        score_dataset(tiny_nli_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", shard_rows=3)
+    with pytest.raises(JobInputError, match="different job .*model"):
+        score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", shard_rows=3,
+                      model_kwargs={"max_length": 8})
+    rows = [{"query_id": "q1", "query": "berlin", "candidates": ["a", "b", "c"]}]
+    write_jsonl(tmp_path / "cands.jsonl", rows)
+    rank_dataset(tiny_model_dir, tmp_path / "cands.jsonl", tmp_path / "ranked", top_k=2, show_progress=False)
+    with pytest.raises(JobInputError, match="different job .*rank"):
+        rank_dataset(tiny_model_dir, tmp_path / "cands.jsonl", tmp_path / "ranked", top_k=3)
+
+
+def test_a_bad_input_found_by_a_worker_keeps_its_message(local_ray, tiny_model_dir, tmp_path):
+    rows = make_rows(4)
+    for i, row in enumerate(rows):
+        row["id"] = [1, 2, 3.5, 4][i]  # a float among integer ids: Arrow would truncate it to 3
+    write_jsonl(tmp_path / "pairs.jsonl", rows)
+    with pytest.raises(JobInputError, match="the id column mixes value types"):
+        score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", show_progress=False)
+
+
+def test_jsonl_schema_is_not_the_first_line_alone(local_ray, tiny_model_dir, tmp_path):
+    rows = make_rows(5)
+    del rows[0]["id"], rows[0]["text_b"]  # the first line lacks the id and a text: only that row is bad
+    write_jsonl(tmp_path / "pairs.jsonl", rows)
+    result = score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", show_progress=False)
+    out = pd.read_parquet(tmp_path / "out").sort_values("row")
+    assert out["row"].tolist() == [1, 2, 3, 4] and out["id"].tolist() == ["p1", "p2", "p3", "p4"]
+    assert [r["row"] for r in result.bad_rows] == [0]

@@ -55,6 +55,13 @@ def test_unknown_inputs_are_named(tmp_path):
         input_files(tmp_path / "missing")
 
 
+def test_a_folder_reads_jsonl_and_parquet_but_not_metadata_json(tmp_path):
+    (tmp_path / "data.jsonl").write_text('{"text_a": "a", "text_b": "b"}\n')
+    (tmp_path / "meta.json").write_text('{"note": "written by the export job"}\n')
+    assert input_files(tmp_path) == [tmp_path / "data.jsonl"]
+    assert input_files(tmp_path / "meta.json") == [tmp_path / "meta.json"]  # named on its own, it is read
+
+
 def test_write_atomic_leaves_nothing_when_the_writer_fails(tmp_path):
     def fail(tmp):
         tmp.write_text("half")

@@ -93,6 +93,10 @@ def _parse_backends(value: str | None) -> list[str]:
         raise InputError(
             f"--backends: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(BENCH_BACKENDS)}."
         )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        # A second run of the same backend is a warm rerun, and the ratio column would read as a speed-up.
+        raise InputError(f"--backends lists {', '.join(repeated)} more than once.")
     return names
 
 

@@ -29,18 +29,21 @@ def add_model_arguments(parser: argparse.ArgumentParser, default: str | None = D
     group.add_argument("--trust-remote-code", action="store_true", help="allow code from the model folder")
 
 
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``CrossEncoder(args.model, **options)`` keyword arguments from the options of :func:`add_model_arguments`."""
+    backend_kwargs = {"quantize": args.quantize} if getattr(args, "quantize", None) else None
+    if backend_kwargs and args.backend != "onnx":
+        raise InputError("--quantize needs --backend onnx.")
+    return {"max_length": args.max_length, "device": args.device, "dtype": args.dtype, "backend": args.backend,
+            "backend_kwargs": backend_kwargs, "max_batch_tokens": args.max_batch_tokens, "revision": args.revision,
+            "trust_remote_code": args.trust_remote_code}
+
+
 def load_model(args: argparse.Namespace):
     """Build a :class:`~crossencoder.CrossEncoder` from the options of :func:`add_model_arguments`."""
     from crossencoder import CrossEncoder
 
-    backend_kwargs = {"quantize": args.quantize} if getattr(args, "quantize", None) else None
-    if backend_kwargs and args.backend != "onnx":
-        raise InputError("--quantize needs --backend onnx.")
-    return CrossEncoder(
-        args.model, max_length=args.max_length, device=args.device, dtype=args.dtype, backend=args.backend,
-        backend_kwargs=backend_kwargs, max_batch_tokens=args.max_batch_tokens, revision=args.revision,
-        trust_remote_code=args.trust_remote_code,
-    )
+    return CrossEncoder(args.model, **model_options(args))
 
 
 def to_json(value: Any, **kwargs: Any) -> str:

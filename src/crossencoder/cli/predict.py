@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from crossencoder.cli.common import InputError, add_model_arguments, load_model, to_json
+from crossencoder.cli.common import InputError, add_model_arguments, load_model, model_options, to_json
 from crossencoder.files import parse_json_line, pick_text, read_lines
 
 PASSAGE_KEYS = ("text", "passage", "document")
@@ -97,13 +96,16 @@ def _run_on_ray(args: argparse.Namespace, job: str, **job_kwargs: Any) -> int:
     from crossencoder import distributed
 
     if not args.verbose:
-        logging.getLogger("ray").setLevel(logging.ERROR)  # Ray's start-up and executor notices
+        # Ray's start-up and executor notices, and Ray Data's (its own logger, which does not propagate).
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     if args.shard_rows is not None:
         job_kwargs["shard_rows"] = args.shard_rows
-    # Each actor builds its model from these same options.
+    # Each actor builds its model from these same options; by name, so the job records them and a resume with
+    # another model or other options is refused.
     run = distributed.score_dataset if job == "score" else distributed.rank_dataset
     result = run(
-        functools.partial(load_model, args), args.file, args.output, id_column=args.id_column,
+        args.model, args.file, args.output, model_kwargs=model_options(args), id_column=args.id_column,
         num_workers=args.num_workers, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
         address=args.address, num_cpus_per_worker=args.cpus_per_worker, num_gpus_per_worker=args.gpus_per_worker,
         **job_kwargs,

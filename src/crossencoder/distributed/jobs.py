@@ -202,6 +202,7 @@ def rank_dataset(
         RankWorker, "rank", model, input_path, output_dir,
         text_columns=[query_column, candidates_column], id_column=id_column,
         options={"query_column": query_column, "candidates_column": candidates_column, "rank_kwargs": rank_kwargs},
+        output_settings={"rank": {"top_k": top_k, "long_documents": long_documents, "stride": stride}},
         num_workers=num_workers, shard_rows=shard_rows, address=address, num_cpus_per_worker=num_cpus_per_worker,
         num_gpus_per_worker=num_gpus_per_worker, model_kwargs=model_kwargs, show_progress=show_progress,
     )
@@ -229,7 +230,7 @@ def _run_job(
     """Plan shards, run the unfinished ones on the actor pool, gather markers into a :class:`JobResult`.
 
     ``output_settings`` are the options that change the values written (not just how fast); they go into the job
-    manifest, so resuming with different ones is refused.
+    manifest with the model's name and ``model_kwargs``, so resuming with different ones is refused.
     """
     started = time.perf_counter()
     if num_workers < 1:
@@ -252,7 +253,7 @@ def _run_job(
     out.mkdir(parents=True, exist_ok=True)
     check_manifest(out, {
         "kind": kind, "inputs": file_fingerprints(files), "shard_rows": shard_rows, "columns": columns,
-        "model": os.fspath(model) if isinstance(model, (str, os.PathLike)) else repr(model),
+        "model": _model_identity(model, model_kwargs),
         **(output_settings or {}),
     })
     pending = [s for s in shards if not is_done(out, s)]
@@ -274,6 +275,14 @@ def _run_job(
             if owns_ray:
                 ray.shutdown()
     return _collect(out, shards, len(shards) - len(pending), time.perf_counter() - started)
+
+
+def _model_identity(model: Any, model_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a resume compares about the model: its name and load options. None for a callable, which cannot be
+    compared (pass a name and ``model_kwargs`` to have resumes checked)."""
+    if not isinstance(model, (str, os.PathLike)):
+        return None
+    return {"name": os.fspath(model), "kwargs": json.loads(json.dumps(model_kwargs or {}, default=str))}
 
 
 def _start_ray(ray: Any, address: str | None, num_workers: int, num_cpus_per_worker: float) -> None:
@@ -338,34 +347,45 @@ def _run_pending(
         try:
             for summary in dataset.iter_rows():
                 bar.update(int(summary["rows"]))
-        except Exception as exc:  # Ray wraps worker errors in several layers; report the innermost one.
-            cause = _innermost(exc)
-            if isinstance(cause, CrossEncoderError):
-                raise cause from None
-            raise DistributedJobError(
-                f"a worker failed: {_summary(cause)} (finished shards are kept; re-run to resume)"
-            ) from exc
+        except Exception as exc:  # Ray wraps worker errors in several layers: report the worker's own error
+            error = _worker_error(exc)
+            raise error from (exc if isinstance(error, DistributedJobError) else None)
 
 
-def _innermost(exc: BaseException) -> BaseException:
-    """The deepest exception with a message in ``exc``'s chain (Ray's ``cause`` attribute or ``__cause__``)."""
-    found, seen = exc, set()
+# One "module.Name: message" line of a traceback, as Ray carries a worker's traceback in its errors' text.
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
+
+
+def _worker_error(exc: BaseException) -> Exception:
+    """The error to raise for a failed Ray job: the worker's own crossencoder error (a bad input stays a
+    :class:`JobInputError`), else a :class:`DistributedJobError` naming the worker's exception.
+
+    Ray wraps it in ``RayTaskError`` / ``UserCodeException`` layers; depending on the Ray version the original
+    object is in the chain (``cause`` / ``__cause__``) or only in the traceback text, whose last non-Ray error
+    line is it (Ray's own last line is a hint about retries).
+    """
+    chain, seen = [], set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if str(current).strip():
-            found = current
+        if isinstance(current, CrossEncoderError):
+            return current
+        chain.append(current)
         inner = getattr(current, "cause", None)
         current = inner if isinstance(inner, BaseException) else current.__cause__
-    return found
-
-
-def _summary(exc: BaseException) -> str:
-    """One line for ``exc``: Ray's errors carry the worker's traceback as text, whose last line is the error."""
-    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip()]
-    if len(lines) > 1:
-        return lines[-1]
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    found = None
+    for error in chain:
+        for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines():
+            match = _ERROR_LINE.match(line.strip())
+            if match and not match.group(1).startswith("ray."):
+                found = match.groups()
+    kept = "(finished shards are kept; re-run to resume)"
+    if found is None:
+        return DistributedJobError(f"a worker failed: {type(chain[-1]).__name__}: {chain[-1]} {kept}")
+    name, message = found
+    if name.rsplit(".", 1)[-1] == JobInputError.__name__:
+        return JobInputError(message)
+    return DistributedJobError(f"a worker failed: {name.rsplit('.', 1)[-1]}: {message} {kept}")
 
 
 def _collect(out: Path, shards: list[Shard], skipped: int, seconds: float) -> JobResult:

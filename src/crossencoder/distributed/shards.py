@@ -64,7 +64,8 @@ def input_files(input_path: str | os.PathLike) -> list[Path]:
     if path.is_file():
         files = [path]
     elif path.is_dir():
-        known = PARQUET_SUFFIXES + JSONL_SUFFIXES
+        # Not .json in a folder: that is more often a metadata file beside the data than one JSON object per line.
+        known = PARQUET_SUFFIXES + tuple(s for s in JSONL_SUFFIXES if s != ".json")
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in known)
         if not files:
             raise JobInputError(f"{path}: no .parquet or .jsonl files in this folder.")
@@ -84,29 +85,46 @@ def _format(path: Path) -> str:
     raise JobInputError(f"{path}: unknown format; use .parquet or .jsonl (one JSON object per line).")
 
 
+SCHEMA_SAMPLE_LINES = 1000
+
+
 def input_schema(path: Path) -> pa.Schema:
-    """Arrow schema of a Parquet file, or the one Arrow infers from a JSONL file's first object.
+    """Arrow schema of a Parquet file, or the one Arrow infers from the objects of a JSONL file's first
+    :data:`SCHEMA_SAMPLE_LINES` non-blank lines (so one line without a field does not hide it from the job).
 
     Raises:
         JobInputError: the first non-blank JSONL line is not a JSON object.
     """
     if _format(path) == "parquet":
         return pq.ParquetFile(path).schema_arrow
+    objects: list[dict[str, Any]] = []
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                obj = _parse_json(line, path, lineno)
-                if not isinstance(obj, dict):
-                    raise JobInputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}.")
-                return pa.Table.from_pylist([obj]).schema
-    return pa.schema([])
-
-
-def _parse_json(line: bytes, path: Path, lineno: int) -> Any:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise JobInputError(f"{path}:{lineno}: invalid JSON ({exc.msg}).") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if objects:  # a bad row later on: reported by its worker, with its row number
+                    continue
+                raise JobInputError(f"{path}:{lineno}: invalid JSON ({exc.msg}).") from None
+            if isinstance(obj, dict):
+                objects.append(obj)
+            elif not objects:
+                raise JobInputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}.")
+            if len(objects) == SCHEMA_SAMPLE_LINES:
+                break
+    # Each field's type is that of its first non-null value; the workers check (and report) the other rows.
+    types: dict[str, pa.DataType] = {}
+    for obj in objects:
+        for name, value in obj.items():
+            if pa.types.is_null(types.get(name, pa.null())) and value is not None:
+                try:
+                    types[name] = pa.array([value]).type
+                except (pa.ArrowInvalid, pa.ArrowTypeError):
+                    types[name] = pa.null()
+            types.setdefault(name, pa.null())
+    return pa.schema([pa.field(name, kind) for name, kind in types.items()])
 
 
 def plan_shards(files: list[Path], shard_rows: int) -> list[Shard]:
@@ -222,8 +240,9 @@ def write_shard_output(output_dir: Path, shard: Shard, table: pa.Table, marker: 
 def check_manifest(output_dir: Path, manifest: dict[str, Any]) -> None:
     """Record the job's settings in ``output_dir``, or check that an earlier run there used the same ones.
 
-    Resuming is only safe when shards mean the same rows: same input files (size and mtime), same
-    ``shard_rows``, same job kind and columns.
+    Resuming is only safe when shards mean the same rows and the same values: same input files (size and mtime),
+    ``shard_rows``, job kind, columns, model (name and load options) and output settings. A model given as a
+    callable is recorded as None and not compared.
 
     Raises:
         JobInputError: ``output_dir`` holds the output of a different job.
@@ -232,8 +251,9 @@ def check_manifest(output_dir: Path, manifest: dict[str, Any]) -> None:
     if path.is_file():
         previous = json.loads(path.read_text())
         # Both sides' keys: a setting recorded only when it is on (symmetric) must match when it is off too.
+        uncomparable = previous.get("model") is None or manifest.get("model") is None
         changed = sorted(k for k in manifest.keys() | previous.keys()
-                         if k != "model" and previous.get(k) != manifest.get(k))
+                         if not (k == "model" and uncomparable) and previous.get(k) != manifest.get(k))
         if changed:
             raise JobInputError(
                 f"{output_dir} holds the output of a different job ({', '.join(changed)} changed); "

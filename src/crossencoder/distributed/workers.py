@@ -47,6 +47,12 @@ def _text_problem(value: Any) -> str | None:
 
 
 def _id_array(values: list[Any], id_type: pa.DataType | None) -> pa.Array:
+    if id_type is not None and pa.types.is_integer(id_type):
+        # Arrow would truncate a float id (3.5 -> 3) into the integer column, so ids could collide.
+        odd = next((v for v in values if v is not None and (isinstance(v, bool) or not isinstance(v, int))), None)
+        if odd is not None:
+            raise JobInputError(f"the id column mixes value types (integer ids and {odd!r}); use one type for "
+                                "every id.")
     try:
         return pa.array(values, type=id_type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
