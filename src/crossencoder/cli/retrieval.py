@@ -149,17 +149,15 @@ def run_search(args: argparse.Namespace) -> int:
 
 def run_mine(args: argparse.Namespace) -> int:
     from crossencoder.retrieval import Index, mine_training_pairs, read_qrels, read_queries
-    from crossencoder.retrieval.beir import unknown_judged_documents
 
     _check_positive(candidates=args.candidates)
     # group_pairs checks this too, but only after the (slow) mining: refuse it first.
     if args.group_size is not None and args.group_size < 2:
         raise InputError(f"--group-size must be at least 2, got {args.group_size}.")
     index = Index.open(args.index, verify=False)
-    queries, qrels = read_queries(args.queries), read_qrels(args.qrels)
-    unknown_judged_documents(index, qrels, source=args.qrels)  # refused here to name the file
-    pairs = mine_training_pairs(index, queries, qrels, method=args.method, num_negatives=args.num_negatives,
-                                skip_top=args.skip_top, candidates=args.candidates)
+    pairs = mine_training_pairs(index, read_queries(args.queries), read_qrels(args.qrels), method=args.method,
+                                num_negatives=args.num_negatives, skip_top=args.skip_top, candidates=args.candidates,
+                                qrels_source=args.qrels)
     if args.group_size is not None:
         from crossencoder.training import group_pairs
 
@@ -179,7 +177,6 @@ def run_mine(args: argparse.Namespace) -> int:
 def run_beir(args: argparse.Namespace) -> int:
     from crossencoder.retrieval import Index, build_index, evaluate, format_table, load_beir
     from crossencoder.files import file_sha256
-    from crossencoder.retrieval.beir import unknown_judged_documents
     from crossencoder.retrieval.index import model_identity
 
     _check_positive(candidates=args.candidates, batch_size=args.batch_size)
@@ -201,10 +198,9 @@ def run_beir(args: argparse.Namespace) -> int:
         else:
             index = build_index(data.corpus_path, folder, bi_encoder=_bi_encoder(args.bi_encoder, args.device))
         with index:
-            qrels_file = Path(args.data_dir) / "qrels" / f"{args.split}.tsv"
-            unknown_judged_documents(index, data.qrels, source=str(qrels_file))  # refused here to name the file
             table = evaluate(index, data.queries, data.qrels, reranker=reranker, candidates=args.candidates,
-                             batch_size=args.batch_size, long_documents=args.long_documents, fusion=args.fuse)
+                             batch_size=args.batch_size, long_documents=args.long_documents, fusion=args.fuse,
+                             qrels_source=str(Path(args.data_dir) / "qrels" / f"{args.split}.tsv"))
     if args.json:
         print(to_json(table, indent=2))
     else:

@@ -470,7 +470,7 @@ class CrossEncoder:
         else:
             # Symmetric: one call for both orders, so the two halves share length-sorted batches.
             to_score = with_swapped(pair_list) if symmetric else pair_list
-            logits, _ = self.logits_with_token_counts(to_score, batch_size, max_batch_tokens, show_progress_bar)
+            logits = self._logits(self._encode(to_score), batch_size, max_batch_tokens, show_progress_bar)
             if symmetric:
                 logits = average_orders(logits)
             scores = self._apply_activation(logits, activation_fn, apply_softmax, calibrated)

@@ -161,6 +161,7 @@ def evaluate(
     long_documents: Aggregation | None = None,
     show_progress_bar: bool | None = None,
     fusion: bool = False,
+    qrels_source: str = "the judgments",
 ) -> dict[str, dict[str, float]]:
     """NDCG@10, MRR@10 and Recall@100 of each retrieval method, and of each followed by re-ranking.
 
@@ -177,6 +178,7 @@ def evaluate(
         fusion: Also add a ``"<method> + rerank + fusion"`` row per re-ranked method: the re-ranker's and the
             first stage's rankings fused by reciprocal rank (:func:`~crossencoder.retrieval.fuse_with_first_stage`;
             the same cross-encoder scores, no extra model calls).
+        qrels_source: What an error about the judgments names (the qrels file, where there is one).
 
     Returns:
         ``{row name: {"ndcg@10", "mrr@10", "recall@100"}}`` in table order.
@@ -196,7 +198,7 @@ def evaluate(
     if not ids:
         raise ValueError("None of the queries has judgments.")
     qrels = {q: qrels[q] for q in ids}
-    unknown = unknown_judged_documents(index, qrels)
+    unknown = unknown_judged_documents(index, qrels, source=qrels_source)
     if unknown:
         logger.warning("%d judged documents are not in the index and count as not retrieved, e.g. %s.",
                        len(unknown), _examples(unknown))

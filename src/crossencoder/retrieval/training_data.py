@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from crossencoder.retrieval.beir import unknown_judged_documents
+from crossencoder.retrieval.beir import _examples, unknown_judged_documents
 from crossencoder.retrieval.index import Index
 from crossencoder.retrieval.pipeline import Method, search_many
 
@@ -20,6 +20,7 @@ def mine_training_pairs(
     num_negatives: int = 10,
     skip_top: int = 0,
     candidates: int = 100,
+    qrels_source: str = "the judgments",
 ) -> list[tuple[str, str, float]]:
     """``(query, passage, label)`` pairs for :class:`~crossencoder.training.BinaryCrossEntropyLoss`.
 
@@ -35,6 +36,7 @@ def mine_training_pairs(
         num_negatives: Negatives per query.
         skip_top: Unjudged hits skipped before taking negatives.
         candidates: Retrieval depth.
+        qrels_source: What an error about the judgments names (the qrels file, where there is one).
 
     Returns:
         Pairs grouped by query, judged passages first.
@@ -59,10 +61,10 @@ def mine_training_pairs(
                          f"{next(iter(queries), None)!r} do not appear in the qrels (ids such as "
                          f"{next(iter(qrels), None)!r}). Check that both files use the same query ids.")
     # Checked before the slow retrieval: with no judged passage in the index every pair would be a negative.
-    unknown = unknown_judged_documents(index, {q: qrels[q] for q in ids})
+    unknown = unknown_judged_documents(index, {q: qrels[q] for q in ids}, source=qrels_source)
     if unknown:
         logger.warning("%d judged passages are not in the index and were left out, e.g. %s.", len(unknown),
-                       ", ".join(repr(d) for d in unknown[:3]))
+                       _examples(unknown))
     results = search_many(index, [queries[q] for q in ids], method, top_k=candidates, candidates=candidates) \
         if num_negatives else [[] for _ in ids]
     rows = index.positions([d for q in ids for d in qrels[q]])

@@ -184,16 +184,19 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
         ranked, _ = await rerank_scores(body.query, body.texts, body.raw_scores, "texts")
         return [{"index": i, "score": s, "text": body.texts[i] if body.return_text else None} for i, s in ranked]
 
+    def results(body: CohereRerankRequest, ranked: list[tuple[int, float]],
+                document: Callable[[int], Any]) -> list[dict[str, Any]]:
+        """The best ``top_n`` as ``{index, relevance_score[, document]}`` (Cohere's and infinity's result)."""
+        return [{"index": i, "relevance_score": s, "document": document(i) if body.return_documents else None}
+                for i, s in ranked[: body.top_n]]
+
     async def rerank_infinity(body: InfinityRerankRequest) -> dict[str, Any]:
         ranked, usage = await rerank_scores(body.query, body.texts(), body.raw_scores)
         return {
             "object": "rerank", "id": str(uuid.uuid4()), "created": int(time.time()),
             "model": settings.served_model_name,
-            "results": [
-                # infinity returns each document as sent (a string), not Cohere's {"text": ...}.
-                {"index": i, "relevance_score": s, "document": body.documents[i] if body.return_documents else None}
-                for i, s in ranked[: body.top_n]
-            ],
+            # infinity returns each document as sent (a string), not Cohere's {"text": ...}.
+            "results": results(body, ranked, body.documents.__getitem__),
             "usage": usage,
         }
 
@@ -201,10 +204,7 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
         ranked, usage = await rerank_scores(body.query, body.texts(), raw=False)
         return {
             "id": str(uuid.uuid4()),
-            "results": [
-                {"index": i, "relevance_score": s, "document": body.document(i) if body.return_documents else None}
-                for i, s in ranked[: body.top_n]
-            ],
+            "results": results(body, ranked, body.document),
             "meta": {"api_version": {"version": version}, "billed_units": {"search_units": 1}},
             "model": settings.served_model_name,
             "usage": usage,
