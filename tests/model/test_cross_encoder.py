@@ -42,6 +42,13 @@ def test_predict_shapes_and_dtypes(model):
     assert isinstance(as_list, list) and len(as_list) == 4 and isinstance(as_list[0], torch.Tensor)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_tensor_result_is_on_the_model_device(tiny_model_dir):
+    # sentence-transformers returns convert_to_tensor results on the model's device; code that goes on with
+    # GPU tensor maths relies on it.
+    assert CrossEncoder(tiny_model_dir, device="cuda").predict(PAIRS, convert_to_tensor=True).device.type == "cuda"
+
+
 def test_empty_input_returns_empty_of_right_type(model, nli):
     empty = model.predict([])
     assert isinstance(empty, np.ndarray) and empty.shape == (0,) and empty.dtype == np.float32
@@ -263,6 +270,44 @@ def test_sentence_transformers_3_argument_names_still_work(tiny_model_dir):
     assert three.num_labels == 3 and three.max_length == 64
     with pytest.raises(TypeError, match="unexpected keyword argument.*max_seq_len"):
         CrossEncoder(tiny_model_dir, max_seq_len=128)
+
+
+def test_other_sentence_transformers_constructor_names(tiny_model_dir, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # processor_kwargs is sentence-transformers 6's own name: no warning
+        assert CrossEncoder(tiny_model_dir, processor_kwargs={"model_max_length": 32}).max_length == 32
+    with pytest.warns(DeprecationWarning, match="use model_name_or_path="):
+        assert CrossEncoder(model_name=tiny_model_dir).num_labels == 1
+    with pytest.warns(DeprecationWarning, match="use cache_folder="):
+        assert CrossEncoder(tiny_model_dir, cache_dir=str(tmp_path)).cache_folder == str(tmp_path)
+    with pytest.warns(DeprecationWarning, match="classifier_dropout"):
+        assert CrossEncoder(tiny_model_dir, classifier_dropout=0.3).config.classifier_dropout == 0.3
+    with pytest.raises(TypeError, match="needs a model"):
+        CrossEncoder()
+
+
+def test_max_length_set_after_loading_is_saved(tiny_model_dir, tmp_path):
+    model = CrossEncoder(tiny_model_dir)
+    assert model.max_seq_length == model.max_length == 128
+    model.max_length = 32
+    assert model.tokenize([("a " * 30, "b " * 30)])["input_ids"].shape[1] == 32
+    model.save(tmp_path / "m")
+    assert CrossEncoder(tmp_path / "m").max_length == 32
+    model.max_seq_length = 24  # sentence-transformers 6's name
+    assert model.max_length == 24
+    with pytest.raises(ValueError, match="128 positions"):
+        model.max_length = 129
+    with pytest.warns(DeprecationWarning, match="use activation_fn"):
+        assert model.default_activation_function is model.activation_fn
+
+
+def test_model_kwargs_precision_is_kept(tiny_model_dir):
+    model = CrossEncoder(tiny_model_dir, model_kwargs={"torch_dtype": torch.bfloat16})
+    assert model.dtype == next(model.model.parameters()).dtype == torch.bfloat16
+    assert model.predict(PAIRS).dtype == np.float32
+    assert CrossEncoder(tiny_model_dir, model_kwargs={"torch_dtype": "auto"}).dtype == torch.float32
 
 
 def test_to_moves_the_torch_backend_and_returns_the_model(tiny_model_dir, tmp_path, monkeypatch):

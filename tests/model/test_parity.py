@@ -101,3 +101,27 @@ def test_real_minilm_weights_match(minilm_model_dir):
         print(f"MiniLM parity, activation={activation}: max abs diff {diff:.2e}")
         assert diff < ATOL
     assert [h["corpus_id"] for h in ours.rank(QUERY, PASSAGES)] == [h["corpus_id"] for h in theirs.rank(QUERY, PASSAGES)]
+
+
+def test_max_length_set_after_loading_is_saved_for_sentence_transformers(tiny_model_dir, tmp_path):
+    ours = CrossEncoder(tiny_model_dir)
+    ours.max_length = 24
+    ours.save(tmp_path / "ours")
+    theirs = STCrossEncoder(str(tmp_path / "ours"))
+    assert theirs.max_seq_length == 24
+    assert _max_diff(ours.predict(PAIRS), theirs.predict(PAIRS)) < ATOL
+
+
+def test_model_kwargs_precision_matches(tiny_model_dir):
+    kwargs = {"model_kwargs": {"torch_dtype": torch.bfloat16}}
+    ours, theirs = CrossEncoder(tiny_model_dir, **kwargs), STCrossEncoder(str(tiny_model_dir), **kwargs)
+    assert _max_diff(ours.predict(PAIRS), theirs.predict(PAIRS)) < ATOL
+
+
+def test_default_prompt_of_a_sentence_transformers_folder_is_named(tiny_model_dir, tmp_path, caplog):
+    theirs = STCrossEncoder(str(tiny_model_dir), prompts={"query": "query: "}, default_prompt_name="query")
+    theirs.save(str(tmp_path / "theirs"))
+    ours = CrossEncoder(tmp_path / "theirs")
+    assert "default_prompt_name='query'" in caplog.text and "'query: '" in caplog.text
+    prompted = [("query: " + a, b) for a, b in PAIRS]
+    assert _max_diff(ours.predict(prompted), STCrossEncoder(str(tmp_path / "theirs")).predict(PAIRS)) < ATOL

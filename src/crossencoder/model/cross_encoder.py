@@ -76,7 +76,8 @@ class CrossEncoder:
         activation_fn: Applied to the logits by ``predict``. Default: what the folder declares
             (sentence-transformers conventions), else Sigmoid for 1 label and identity otherwise.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; None picks cuda, then mps, then cpu.
-        dtype: ``"float32"`` (default), ``"float16"`` or ``"bfloat16"`` (GPU precisions).
+        dtype: ``"float32"`` (default), ``"float16"`` or ``"bfloat16"`` (GPU precisions). Without it, the torch
+            backend runs in the precision ``model_kwargs`` asks for (``{"torch_dtype": torch.float16}``), if any.
         backend: ``"torch"`` or ``"onnx"`` (onnxruntime; see ``backend_kwargs``).
         backend_kwargs: Backend options, e.g. ``{"quantize": "int8", "num_threads": 2}`` for onnx.
         max_batch_tokens: Default token budget of a batch (padded tokens); None = 2048 on CPU (small batches
@@ -87,9 +88,11 @@ class CrossEncoder:
         trust_remote_code: Allow model code and activation paths from the model folder. Off by default.
         token: Hub token for private models.
         model_kwargs, tokenizer_kwargs, config_kwargs: Passed to the transformers ``from_pretrained`` calls.
-        legacy_kwargs: sentence-transformers 3.x names, accepted with a DeprecationWarning so old code runs:
-            ``default_activation_function`` (= ``activation_fn``), ``automodel_args`` (= ``model_kwargs``),
-            ``tokenizer_args`` and ``config_args``.
+        legacy_kwargs: sentence-transformers' other names, so its calls run unchanged: ``processor_kwargs``
+            (its name for ``tokenizer_kwargs`` since 6.0), and with a DeprecationWarning its older names
+            ``model_name`` (= ``model_name_or_path``), ``default_activation_function`` (= ``activation_fn``),
+            ``automodel_args`` (= ``model_kwargs``), ``tokenizer_args``, ``config_args``, ``cache_dir``
+            (= ``cache_folder``) and ``classifier_dropout`` (= ``config_kwargs={"classifier_dropout": ...}``).
 
     Raises:
         ModelNotFoundError: the model is neither a local folder nor loadable from the Hub / its cache; the
@@ -104,7 +107,7 @@ class CrossEncoder:
 
     def __init__(
         self,
-        model_name_or_path: str | os.PathLike,
+        model_name_or_path: str | os.PathLike | None = None,
         num_labels: int | None = None,
         max_length: int | None = None,
         activation_fn: Callable | None = None,
@@ -124,10 +127,16 @@ class CrossEncoder:
         **legacy_kwargs: Any,
     ) -> None:
         legacy = _legacy_arguments(legacy_kwargs)
+        model_name_or_path = legacy.get("model_name_or_path", model_name_or_path)
+        if model_name_or_path is None:
+            raise TypeError("CrossEncoder() needs a model: pass a local folder, a Hub id or a catalog name.")
         activation_fn = legacy.get("activation_fn", activation_fn)
         model_kwargs = legacy.get("model_kwargs", model_kwargs)
         tokenizer_kwargs = legacy.get("tokenizer_kwargs", tokenizer_kwargs)
         config_kwargs = legacy.get("config_kwargs", config_kwargs)
+        cache_folder = legacy.get("cache_folder", cache_folder)
+        if "classifier_dropout" in legacy:
+            config_kwargs = {**(config_kwargs or {}), "classifier_dropout": legacy["classifier_dropout"]}
         if backend not in BACKENDS:
             raise ValueError(f"Unknown backend {backend!r}: use one of {', '.join(BACKENDS)}.")
         if num_labels is not None and num_labels < 1:
@@ -155,16 +164,20 @@ class CrossEncoder:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         self.model = load_torch_model(source, self.config, hub_kwargs, model_kwargs)
+        if dtype is None and backend == "torch" and {"torch_dtype", "dtype"} & set(model_kwargs):
+            # Run in the precision model_kwargs asks transformers for, as sentence-transformers does.
+            self.dtype = self.model.dtype
         # transformers may copy the config it is given; keep one object so edits (calibration) reach save().
         self.config = self.model.config
         self.model_path = self._local_folder(source, hub_kwargs)
-        self.max_length = self._resolve_max_length(max_length)
+        self.max_length = max_length
         self._auto_batch_tokens = max_batch_tokens is None
         if max_batch_tokens is not None and max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be a positive integer or None, got {max_batch_tokens}.")
         self.max_batch_tokens = max_batch_tokens or _default_batch_tokens(self.device)
 
         st_config = read_sentence_transformers_config(source, hub_kwargs)
+        _warn_default_prompt(st_config)
         _checked_activation(activation_fn)
         self.activation_fn = activation_fn if activation_fn is not None else self._stored_activation(st_config)
         self.backend_name = backend
@@ -184,11 +197,30 @@ class CrossEncoder:
         )
         return Path(cached).parent if isinstance(cached, str) else None
 
-    def _resolve_max_length(self, max_length: int | None) -> int:
+    def _position_limit(self) -> int | None:
+        """Most tokens the model's position embeddings take, if the config says."""
         limit = getattr(self.config, "max_position_embeddings", None)
         # RoBERTa-style models reserve two positions for the padding offset.
         if limit and getattr(self.config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"}:
             limit -= 2
+        return limit
+
+    @property
+    def max_length(self) -> int:
+        """Maximum tokens per pair; longer pairs are truncated.
+
+        Stored as the tokenizer's ``model_max_length``, so :meth:`save` keeps a value set after loading
+        (``model.max_length = 256``), as in sentence-transformers. None (the constructor's default) keeps the
+        tokenizer's ``model_max_length``, capped at the model's position embeddings.
+
+        Raises:
+            ValueError: on setting more tokens than the model has positions, or fewer than 4.
+        """
+        return int(self.tokenizer.model_max_length)
+
+    @max_length.setter
+    def max_length(self, max_length: int | None) -> None:
+        limit = self._position_limit()
         if max_length is None:
             max_length = self.tokenizer.model_max_length
             if limit and (max_length is None or max_length > limit):
@@ -200,8 +232,23 @@ class CrossEncoder:
                              f"{limit}, or None for the model's own limit.")
         if max_length < 4:
             raise ValueError(f"max_length must be at least 4 tokens, got {max_length}.")
-        self.tokenizer.model_max_length = max_length
-        return int(max_length)
+        self.tokenizer.model_max_length = int(max_length)
+
+    @property
+    def max_seq_length(self) -> int:
+        """sentence-transformers 6's name of :attr:`max_length` (settable too)."""
+        return self.max_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, max_length: int | None) -> None:
+        self.max_length = max_length
+
+    @property
+    def default_activation_function(self) -> Callable:
+        """Deprecated sentence-transformers name of :attr:`activation_fn` (warns, as it does there)."""
+        warnings.warn("CrossEncoder.default_activation_function is a deprecated sentence-transformers name; "
+                      "use activation_fn.", DeprecationWarning, stacklevel=2)
+        return self.activation_fn
 
     def _stored_activation(self, st_config: dict[str, Any]) -> Callable:
         path = stored_activation_path(self.config, st_config)
@@ -285,7 +332,7 @@ class CrossEncoder:
                 logger.warning(
                     "%d of %d pairs are longer than max_length=%d tokens and were truncated (the second text is "
                     "cut). To score long passages window by window, use rank(..., long_documents='max') "
-                    "(CLI: crossencoder rank --long-documents max).",
+                    "(CLI: --long-documents max on rank, search and beir).",
                     len(too_long), len(pairs), self.max_length,
                 )
                 self._warned_truncation = True
@@ -432,7 +479,8 @@ class CrossEncoder:
             activation_fn: Overrides the model's activation for this call (e.g. ``torch.nn.Identity()`` for logits).
             apply_softmax: For classifiers, apply softmax over the labels (after the activation).
             convert_to_numpy: Return a numpy array (float32).
-            convert_to_tensor: Return a torch tensor (takes precedence over ``convert_to_numpy``).
+            convert_to_tensor: Return a torch tensor on the model's device, as sentence-transformers does (takes
+                precedence over ``convert_to_numpy``).
             max_batch_tokens: Token budget per batch for this call (default: the model's ``max_batch_tokens``).
             calibrated: Return probabilities from the calibration stored in the model folder
                 (``sigmoid(a * logit + b)``; see ``crossencoder calibrate``) instead of applying ``activation_fn``.
@@ -475,7 +523,7 @@ class CrossEncoder:
                 logits = average_orders(logits)
             scores = self._apply_activation(logits, activation_fn, apply_softmax, calibrated)
         if convert_to_tensor:
-            result: Any = scores
+            result: Any = scores.to(self.device)
         elif convert_to_numpy:
             result = scores.numpy()
         else:
@@ -673,20 +721,31 @@ def _default_batch_tokens(device: torch.device) -> int:
     return CPU_BATCH_TOKENS if device.type == "cpu" else GPU_BATCH_TOKENS
 
 
-# sentence-transformers 3.x constructor arguments and their names here.
-_LEGACY_NAMES = {"default_activation_function": "activation_fn", "automodel_args": "model_kwargs",
-                 "tokenizer_args": "tokenizer_kwargs", "config_args": "config_kwargs"}
+# sentence-transformers' constructor arguments under other names: (our name, deprecated there too?).
+# ``classifier_dropout`` goes into ``config_kwargs``; ``processor_kwargs`` is its current name (6.x) of ours.
+_LEGACY_NAMES: dict[str, tuple[str, bool]] = {
+    "model_name": ("model_name_or_path", True), "default_activation_function": ("activation_fn", True),
+    "automodel_args": ("model_kwargs", True), "tokenizer_args": ("tokenizer_kwargs", True),
+    "config_args": ("config_kwargs", True), "cache_dir": ("cache_folder", True),
+    "classifier_dropout": ("classifier_dropout", True), "processor_kwargs": ("tokenizer_kwargs", False),
+}
 
 
 def _legacy_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Map sentence-transformers 3.x argument names to ours (with a DeprecationWarning); refuse anything else."""
+    """Map sentence-transformers' constructor argument names to ours; refuse anything else.
+
+    The names sentence-transformers itself deprecated warn (DeprecationWarning), as they do there.
+    """
     unknown = sorted(set(kwargs) - set(_LEGACY_NAMES))
     if unknown:
         raise TypeError(f"CrossEncoder() got unexpected keyword argument(s): {', '.join(unknown)}.")
     for old in kwargs:
-        warnings.warn(f"CrossEncoder({old}=...) is the sentence-transformers 3.x name; use {_LEGACY_NAMES[old]}=.",
-                      DeprecationWarning, stacklevel=3)
-    return {_LEGACY_NAMES[old]: value for old, value in kwargs.items()}
+        ours, deprecated = _LEGACY_NAMES[old]
+        if deprecated:
+            use = 'config_kwargs={"classifier_dropout": ...}' if old == "classifier_dropout" else f"{ours}="
+            warnings.warn(f"CrossEncoder({old}=...) is a deprecated sentence-transformers name; use {use}.",
+                          DeprecationWarning, stacklevel=3)
+    return {_LEGACY_NAMES[old][0]: value for old, value in kwargs.items()}
 
 
 # sentence-transformers' names for predict()/rank() arguments: (our name or None for "no effect", warn?).
@@ -717,6 +776,18 @@ def _sentence_transformers_arguments(method: str, kwargs: dict[str, Any]) -> dic
         if ours is not None:
             out[ours] = value
     return out
+
+
+def _warn_default_prompt(st_config: dict[str, Any]) -> None:
+    """Warn that a folder's default prompt (sentence-transformers >= 6) is not applied, so scores differ there."""
+    name = st_config.get("default_prompt_name")
+    prompt = (st_config.get("prompts") or {}).get(name) if name else None
+    if prompt:
+        logger.warning(
+            "This model folder sets default_prompt_name=%r: sentence-transformers prepends %r to the first text of "
+            "every pair, crossencoder does not. Prepend it yourself to get sentence-transformers' scores.",
+            name, prompt,
+        )
 
 
 def _st_version_tag() -> str:
