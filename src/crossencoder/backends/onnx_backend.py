@@ -17,6 +17,7 @@ from crossencoder.backends.onnx_export import (
     cpu_int8_profile,
     open_session,
 )
+from crossencoder.errors import require_extra
 
 if TYPE_CHECKING:
     from crossencoder.model.cross_encoder import CrossEncoder
@@ -95,7 +96,7 @@ class OnnxBackend:
 
         Raises:
             ValueError: an unknown ``quantize`` mode, or a ``dtype`` other than float32 on the cross-encoder.
-            ImportError: onnxruntime / onnx are not installed (``pip install crossencoder[onnx]``).
+            MissingExtraError: onnxruntime / onnx are not installed (``pip install 'crossencoder[onnx]'``).
             RuntimeError: the export failed.
 
         Example:
@@ -107,11 +108,8 @@ class OnnxBackend:
         if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
                                         or num_threads < 1):
             raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}.")
-        try:
-            import onnx  # noqa: F401
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise ImportError("The onnx backend needs `pip install crossencoder[onnx]`.") from exc
+        require_extra("onnx", "onnxruntime", feature="The onnx backend")
+        import onnxruntime as ort
         profile = cpu_int8_profile()
         settings = ExportSettings(
             opset=opset, optimize=optimize, first_token=first_token, quantize=quantize,

@@ -3,7 +3,7 @@
 ``score_dataset`` and ``rank_dataset`` read Parquet or JSONL, cut it into fixed shards, run the shards on a
 Ray Data pool of actors (one ``CrossEncoder`` each, CPU or GPU), and write one Parquet file per shard; a re-run
 skips finished shards. Ray is an optional extra (``pip install 'crossencoder[ray]'``): importing this package
-does not import Ray, and the jobs raise :class:`RayNotInstalledError` when it is missing.
+needs its pyarrow but not Ray itself (the jobs import Ray); either missing raises :class:`RayNotInstalledError`.
 
 Example:
     >>> from crossencoder.distributed import score_dataset
@@ -11,12 +11,12 @@ Example:
     >>> result.rows_written, result.bad_rows
 """
 
-from crossencoder.distributed.errors import INSTALL_HINT, DistributedJobError, JobInputError, RayNotInstalledError
+from crossencoder.distributed.errors import DistributedJobError, JobInputError, RayNotInstalledError
 
 try:
     import pyarrow  # noqa: F401  (part of the ray extra; the shard files are Arrow/Parquet)
 except ImportError:
-    raise RayNotInstalledError(INSTALL_HINT) from None
+    raise RayNotInstalledError() from None
 
 from crossencoder.distributed.jobs import JobResult, rank_dataset, score_dataset  # noqa: E402
 

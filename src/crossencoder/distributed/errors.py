@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from crossencoder.errors import CrossEncoderError
-
-INSTALL_HINT = "Distributed jobs need Ray: pip install 'crossencoder[ray]'."
+from crossencoder.errors import CrossEncoderError, MissingExtraError, install_hint
 
 
-# ImportError for callers that test for a missing extra; RuntimeError so the CLI prints it as one line.
-class RayNotInstalledError(CrossEncoderError, ImportError, RuntimeError):
+class RayNotInstalledError(MissingExtraError):
     """Ray or pyarrow (the ``crossencoder[ray]`` extra) is needed for distributed jobs but is not installed."""
+
+    def __init__(self) -> None:
+        super().__init__(f"Distributed jobs need Ray: {install_hint('ray')}.", extra="ray")
 
 
 class JobInputError(CrossEncoderError, ValueError):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import pyarrow as pa
 
-from crossencoder.distributed.errors import INSTALL_HINT, DistributedJobError, JobInputError, RayNotInstalledError
+from crossencoder.distributed.errors import DistributedJobError, JobInputError, RayNotInstalledError
 from crossencoder.distributed.shards import (
     ERRORS_FILE,
     Shard,
@@ -73,7 +73,7 @@ def _import_ray() -> Any:
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise RayNotInstalledError(INSTALL_HINT) from None
+        raise RayNotInstalledError() from None
     return ray
 
 

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from crossencoder.errors import require_extra
+
 
 def correlation_metrics(predictions: Sequence[float], gold: Sequence[float]) -> dict[str, float]:
     """Pearson and Spearman correlation between predicted and gold scores (scipy).
@@ -30,6 +32,7 @@ def correlation_metrics(predictions: Sequence[float], gold: Sequence[float]) -> 
         >>> correlation_metrics([0.1, 0.5, 0.9], [0.0, 2.5, 5.0])
         {'pearson': 0.99..., 'spearman': 1.0}
     """
+    require_extra("scipy", feature="Correlation metrics")
     from scipy.stats import pearsonr, spearmanr
 
     pred = np.asarray(predictions, dtype=np.float64).ravel()
@@ -62,6 +65,7 @@ def classification_metrics(
         >>> classification_metrics([0, 1, 1, 0], [0, 1, 0, 0], scores=[0.1, 0.9, 0.4, 0.2])
         {'accuracy': 0.75, 'macro_f1': 0.733..., 'f1': 0.666..., 'average_precision': 1.0}
     """
+    require_extra("sklearn", feature="Classification metrics")
     from sklearn.metrics import accuracy_score, average_precision_score, f1_score
 
     true = np.asarray(y_true).ravel()
@@ -106,6 +110,7 @@ def ranking_metrics(
         >>> ranking_metrics({"q1": {"d1": 1}}, {"q1": {"d1": 0.2, "d2": 0.9}})["mrr@10"]
         0.5
     """
+    require_extra("ranx", feature="Ranking metrics")
     from ranx import Qrels, Run, evaluate
 
     judged = {q: {d: int(r) for d, r in docs.items() if r > 0} for q, docs in qrels.items()}

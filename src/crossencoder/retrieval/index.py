@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from crossencoder.errors import CrossEncoderError
+from crossencoder.errors import CrossEncoderError, require_extra
 from crossencoder.retrieval.bi_encoder import BiEncoder
 from crossencoder.retrieval.corpus import Document, read_corpus
 from crossencoder.files import InputError, atomic_dir, file_sha256, write_atomic, write_text_atomic
@@ -56,6 +56,7 @@ def _bm25s() -> Any:
     bm25s sets its own logger to DEBUG, which would print its chatter ("INFO: The query is empty ...") on every
     command line; without a level of its own it shows only what the root logger lets through (``-v`` for INFO).
     """
+    require_extra("bm25s", feature="The BM25 index")
     import bm25s
 
     logging.getLogger("bm25s").setLevel(logging.NOTSET)
@@ -176,6 +177,7 @@ def build_index(
         >>> index.count
         5000
     """
+    require_extra("faiss", feature="The vector index")
     import faiss
 
     bm25s = _bm25s()
@@ -185,7 +187,8 @@ def build_index(
     if out.exists() and not out.is_dir():
         raise IndexFolderError(f"{out} is a file, not a folder; choose a folder for the index.")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise IndexFolderError(f"{out} already exists and is not empty; choose another folder or overwrite it.")
+        raise IndexFolderError(f"{out} already exists and is not empty; choose another folder, or replace it with "
+                              "overwrite=True (CLI: --overwrite).")
     if os.fspath(corpus_path) == "-":
         # The index records the corpus file's path and checksum (and a resumed build re-reads the file).
         raise InputError("The corpus cannot be read from stdin: save it to a file and index that file.")
@@ -286,6 +289,7 @@ class Index:
             IndexFolderError: the folder is missing, has no manifest (half-written), a different format version, or a
                 file that is missing, truncated, altered or unreadable; or ``bi_encoder`` does not match the index.
         """
+        require_extra("faiss", feature="The vector index")
         import faiss
 
         bm25s = _bm25s()

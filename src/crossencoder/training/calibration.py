@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from crossencoder.errors import require_extra
 from crossencoder.evaluation.metrics import expected_calibration_error
 from crossencoder.evaluation.samples import to_labelled_pair
-from crossencoder.model.cross_encoder import CONFIG_KEY
 from crossencoder.files import write_text_atomic
+from crossencoder.model.cross_encoder import CONFIG_KEY
 
 if TYPE_CHECKING:
     from crossencoder import CrossEncoder
@@ -58,6 +59,7 @@ def fit_calibration(logits: Sequence[float], labels: Sequence[int],
         raise ValueError("Calibration needs 0/1 labels.")
     if len(np.unique(y)) < 2:
         raise ValueError("Calibration needs both positive and negative pairs.")
+    require_extra("scipy", feature="Calibration")
     from scipy.optimize import minimize, minimize_scalar
     from scipy.special import expit, log_expit
 
