@@ -1,11 +1,19 @@
-"""Atomic writes: a failed write leaves the old content (or nothing), never a partial file."""
+"""Atomic writes (a failed write leaves the old content or nothing, never a partial file) and reading user files."""
 
 import hashlib
 import os
 
 import pytest
 
-from crossencoder.files import atomic_dir, file_sha256, recover_dir, write_atomic, write_text_atomic
+from crossencoder.files import (
+    InputError,
+    atomic_dir,
+    file_sha256,
+    read_lines,
+    recover_dir,
+    write_atomic,
+    write_text_atomic,
+)
 
 
 def test_write_atomic_leaves_old_file_and_no_temporary_on_failure(tmp_path):
@@ -54,3 +62,10 @@ def test_atomic_dir_follows_the_umask_like_a_plain_folder(tmp_path):
         os.umask(old)
     # Others can read an index or model folder, as with any folder they would make themselves (was 0700).
     assert (tmp_path / "index").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777 == 0o755
+
+
+def test_read_lines_names_a_folder_and_a_missing_file(tmp_path):
+    with pytest.raises(InputError, match="is a folder, not a file"):
+        list(read_lines(str(tmp_path)))
+    with pytest.raises(InputError, match="nope.txt: no such file"):
+        list(read_lines(str(tmp_path / "nope.txt")))

@@ -91,12 +91,21 @@ class InputError(CrossEncoderError, ValueError):
     """A bad input file or line; the message names the file and line."""
 
 
+def not_a_file(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be read as a file (``"<path>: is a folder, not a file."``), or None when it is one."""
+    path = Path(path)
+    if path.is_file():
+        return None
+    return f"{path}: is a folder, not a file." if path.is_dir() else f"{path}: no such file."
+
+
 def _open_binary(path: str) -> IO:
     if path == "-":
         # Tests (and some embedders) replace stdin with a text stream that has no byte buffer.
         return getattr(sys.stdin, "buffer", sys.stdin)
-    if not Path(path).is_file():
-        raise InputError(f"{path}: no such file.")
+    problem = not_a_file(path)
+    if problem:
+        raise InputError(problem)
     return open(path, "rb")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import pytest
 
@@ -74,3 +75,16 @@ def test_synthetic_passages_are_distinct_and_sized():
     passages = synthetic_passages(20, 128)
     assert len(passages) == 20 and len(set(passages)) == 12  # one rotation per sentence of the pool
     assert all(80 <= len(p.split()) <= 120 for p in passages)
+
+
+def test_bench_without_the_onnx_extra(model_dir, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails as when it is not installed
+    # Asked for: refused before the torch timing runs, naming the extra.
+    code = main(["bench", "-m", str(model_dir), *FAST, "--backends", "torch,onnx"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == "" and "pip install 'crossencoder[onnx]'" in err
+    # Not asked for: torch alone, and a note on what the extra adds.
+    code = main(["bench", "-m", str(model_dir), *FAST, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0 and [json.loads(line)["backend"] for line in out.splitlines()] == ["torch"]
+    assert "only the torch backend" in err

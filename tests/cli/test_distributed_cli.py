@@ -40,7 +40,7 @@ def test_score_ray_writes_scores_reports_bad_rows_and_resumes(local_ray, tiny_mo
     code, out, err = run(argv, capsys)
 
     assert code == 1 and out == ""  # bad rows make the exit status non-zero; the rest is written
-    assert "11 rows written" in err and "1 bad row(s)" in err and "_errors.jsonl" in err
+    assert "11 rows in" in err and "1 bad row(s)" in err and "_errors.jsonl" in err
     assert json.loads((tmp_path / "out" / "_errors.jsonl").read_text())["id"] == 5
     scores = pd.read_parquet(tmp_path / "out").set_index("id")["score"]
     good = [r for r in rows if r["passage"]]
@@ -48,9 +48,9 @@ def test_score_ray_writes_scores_reports_bad_rows_and_resumes(local_ray, tiny_mo
     np.testing.assert_allclose(scores.loc[[r["id"] for r in good]], expected, atol=1e-5)
 
     code, _, err = run(argv, capsys)
-    assert code == 1 and "(3 shards, 3 already done)" in err
+    assert code == 1 and "(3 shards, 3 done by an earlier run)" in err
     code, _, err = run([*argv[:-1], tmp_path / "symmetric", "--symmetric"], capsys)
-    assert code == 1 and "11 rows written" in err
+    assert code == 1 and "11 rows in" in err
     symmetric = pd.read_parquet(tmp_path / "symmetric").set_index("id")["score"]
     expected = CrossEncoder(tiny_model_dir).predict([(r["query"], r["passage"]) for r in good], symmetric=True)
     np.testing.assert_allclose(symmetric.loc[[r["id"] for r in good]], expected, atol=1e-5)

@@ -86,6 +86,11 @@ def test_score_tsv_keeps_order(tiny_model_dir, tmp_path, capsys):
     assert code == 0
     expected = CrossEncoder(tiny_model_dir).predict(pairs)
     np.testing.assert_allclose([float(x) for x in out.split()], expected, atol=1e-5)
+    with_header = tmp_path / "header.tsv"
+    with_header.write_text("query\tpassage\n" + path.read_text())
+    code, out, _ = run(["score", "-m", tiny_model_dir, "--header", with_header], capsys)
+    assert code == 0
+    np.testing.assert_allclose([float(x) for x in out.split()], expected, atol=1e-5)
 
 
 def test_score_symmetric_averages_both_orders(tiny_model_dir, tmp_path, capsys):
@@ -154,3 +159,40 @@ def test_entry_point_help_and_exit_code(tmp_path):
     bad = subprocess.run([*exe, "rank", "-m", str(tmp_path / "none"), "-q", "q", "-"], input="p\n",
                          capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.startswith("crossencoder: error:")
+
+
+def test_ctrl_c_before_the_command_runs_exits_130(monkeypatch, capsys):
+    # Building the parser and importing transformers take seconds: a Ctrl-C there is an interruption, not a traceback.
+    import crossencoder.cli.main as cli_main
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "build_parser", interrupted)
+    assert main(["models"]) == 130
+    assert capsys.readouterr().err == "crossencoder: interrupted\n"
+
+
+def test_help_names_defaults_and_keeps_example_commands_whole(capsys):
+    with pytest.raises(SystemExit):
+        main(["rank", "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    assert '  crossencoder rank --query "How many people live in Berlin?" --top-k 3 passages.txt' in lines
+    assert "    crossencoder rank --ray --num-workers 4 --top-k 10 candidates.parquet ranked/" in lines
+    text = " ".join(" ".join(lines).split())
+    assert "cached) (default torch)" in text and "(default 0)" in text  # --backend, --gpus-per-worker
+
+
+def test_rank_refuses_a_classifier_and_points_to_score(tiny_nli_model_dir, tmp_path, capsys):
+    path = tmp_path / "p.txt"
+    path.write_text("\n".join(PASSAGES) + "\n")
+    code, out, err = run(["rank", "-m", tiny_nli_model_dir, "-q", "q", path], capsys)
+    assert code == 1 and out == "" and "3 labels; rank needs a 1-label model" in err and "crossencoder score" in err
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--max-batch-tokens", "--top-k"])
+def test_non_positive_sizes_are_named_by_their_flag(option, tiny_model_dir, tmp_path, capsys):
+    path = tmp_path / "p.txt"
+    path.write_text("\n".join(PASSAGES) + "\n")
+    code, out, err = run(["rank", "-m", tiny_model_dir, "-q", "q", option, "0", path], capsys)
+    assert code == 1 and out == "" and err == f"crossencoder: error: {option} must be a positive integer, got 0.\n"

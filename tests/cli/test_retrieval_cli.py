@@ -195,3 +195,21 @@ def test_damaged_text_store_is_a_one_line_error(cli_index, tmp_path, capsys):
     code, out, err = run(["search", damaged, "berlin", "--method", "bm25"], capsys)
     assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
     assert f"{damaged / 'docs.sqlite'}: unreadable" in err and f"--out {damaged} --overwrite" in err
+
+
+def test_mine_out_never_overwrites_unasked_and_dash_is_stdout(cli_index, tmp_path, capsys):
+    queries = write_jsonl(tmp_path / "q.jsonl", [{"_id": "q1", "text": "berlin population"}])
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("q1\tberlin\t1\n")
+    common = ["mine", cli_index, "--queries", queries, "--qrels", qrels, "--num-negatives", "1"]
+    taken = tmp_path / "train.jsonl"
+    taken.write_text("keep me\n")
+    code, _, err = run([*common, "--out", taken], capsys)
+    assert code == 1 and "exists; pass --overwrite" in err and taken.read_text() == "keep me\n"
+    code, _, err = run([*common, "--out", tmp_path], capsys)
+    assert code == 1 and "is a folder; name the JSONL file" in err
+    code, out, err = run([*common, "--out", "-"], capsys)
+    assert code == 0 and "to <stdout>" in err and [json.loads(line)["label"] for line in out.splitlines()] == [1, 0]
+    code, _, _ = run([*common, "--out", taken, "--overwrite"], capsys)
+    assert code == 0 and [json.loads(line) for line in taken.read_text().splitlines()] == [json.loads(line)
+                                                                                          for line in out.splitlines()]

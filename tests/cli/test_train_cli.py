@@ -137,10 +137,15 @@ def test_eval_task_regression_is_kept_for_0_1_labels_and_json_has_no_nan(tiny_mo
         (["train", "--train", "x.tsv", "-o", "out"], "--model is required"),
         (["eval", "-m", "MODEL", "missing.tsv"], "missing.tsv: no such file"),
         (["train", "--config", "nope.yaml"], "nope.yaml: no such config file"),
+        (["eval", "-m", "MODEL", "."], ".: is a folder, not a file"),
+        (["eval", "-m", "MODEL", "-"], "not stdin"),
+        (["eval", "-m", "MODEL", "--task", "classification", "scores.tsv"],
+         "scores.tsv: example 2: label 4.5 is not a class id"),
     ],
 )
 def test_user_errors_are_one_line(argv, message, tiny_model_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    write_tsv(tmp_path / "scores.tsv", [("a", "b", 1), ("c", "d", 4.5)])
     argv = [str(tiny_model_dir) if a == "MODEL" else a for a in argv]
     code, out, err = run(argv, capsys)
     assert code == 1
@@ -203,3 +208,66 @@ def test_teacher_bi_encoder_is_refused_for_classification(tiny_model_dir, tmp_pa
                         "--teacher-bi-encoder", "default"], capsys)
     assert code == 1 and "regression labels; this is a classification task" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("scale", ["0", "-5", "nan"])
+def test_label_scale_must_be_a_positive_number(scale, tiny_model_dir, tmp_path, capsys):
+    train = write_tsv(tmp_path / "train.tsv", PAIRS)
+    code, _, err = run(["train", "-m", tiny_model_dir, "--train", train, "--label-scale", scale, "-o",
+                        tmp_path / "r"], capsys)
+    assert code == 1 and f"--label-scale must be a positive number, got {float(scale)}" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_config_values_are_checked_as_their_flags(tiny_model_dir, tmp_path, capsys):
+    train = write_tsv(tmp_path / "train.tsv", [(a, b, y / 5) for a, b, y in PAIRS])
+    base = {"model": str(tiny_model_dir), "train": str(train), "output_dir": str(tmp_path / "r")}
+    config = tmp_path / "c.json"
+    for extra, message in [({"resume": "false"}, "resume must be true or false, got 'false'"),
+                           ({"train": [str(train)]}, "train must be a string"),
+                           ({"label_scale": "five"}, "label_scale must be a number, got 'five'"),
+                           ({"epochs": 1.5}, "epochs must be an integer, got 1.5"),
+                           ({"task": "rank"}, "task must be one of auto, regression")]:
+        config.write_text(json.dumps({**base, **extra}))
+        code, _, err = run(["train", "--config", config], capsys)
+        assert code == 1 and f"c.json: {message}" in err and len(err.strip().splitlines()) == 1, (extra, err)
+    # YAML reads 2e-5 as a string; null passes on (no gradient clipping).
+    config = tmp_path / "c.yaml"
+    config.write_text("".join(f"{k}: {v}\n" for k, v in base.items()) + "learning_rate: 2e-5\nmax_grad_norm: null\n"
+                      "max_steps: 1\n")
+    code, _, err = run(["train", "--config", config], capsys)
+    assert code == 0, err
+    config.write_bytes(b"model: \xff\n")
+    code, _, err = run(["train", "--config", config], capsys)
+    assert code == 1 and "c.yaml: cannot parse config" in err
+
+
+def test_train_help_names_defaults_and_keeps_examples_whole(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    text = " ".join(out.split())
+    assert "--epochs EPOCHS passes over the training data (default 1)" in text
+    assert "--batch-size BATCH_SIZE examples per forward pass (default 16)" in text
+    assert "--label-scale 5 \\\n      --teacher-bi-encoder default --output-dir runs/sts-kd" in out
+
+
+def test_eval_and_calibrate_refuse_a_classifier_for_scores(tiny_nli_model_dir, tmp_path, capsys):
+    scores = write_tsv(tmp_path / "sts.tsv", PAIRS)
+    code, _, err = run(["eval", "-m", tiny_nli_model_dir, scores], capsys)
+    assert code == 1 and "3 labels; regression data needs a 1-label model" in err
+    binary = write_tsv(tmp_path / "bin.tsv", [(a, b, int(y > 2)) for a, b, y in PAIRS])
+    code, _, err = run(["calibrate", "-m", tiny_nli_model_dir, binary, "-o", tmp_path / "cal"], capsys)  # as train
+    assert code == 1 and "3 labels; calibrate needs a 1-label model" in err and not (tmp_path / "cal").exists()
+
+
+def test_eval_task_ranking_takes_mined_pairs(tiny_model_dir, tmp_path, capsys):
+    # `crossencoder mine` writes one {"query", "passage", "label"} per line; --task ranking groups them by query.
+    rows = [{"query": "q1", "passage": "p1", "label": 1}, {"query": "q1", "passage": "n1", "label": 0},
+            {"query": "q2", "passage": "p2", "label": 1}, {"query": "q2", "passage": "n2", "label": 0}]
+    path = tmp_path / "mined.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = run(["eval", "-m", tiny_model_dir, path, "--task", "ranking", "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["task"] == "ranking" and 0.5 <= result["metrics"]["mrr@10"] <= 1.0

@@ -73,7 +73,7 @@ def test_classification_evaluator_maps_label_names_case_insensitively():
 
 def test_classification_evaluator_unknown_label_is_a_clear_error():
     model = StubModel({("a", "b"): [0.0, 1.0, 2.0]}, id2label={0: "contradiction", 1: "entailment", 2: "neutral"})
-    with pytest.raises(ValueError, match="'maybe' of pair 0 is not one of the model's labels"):
+    with pytest.raises(ValueError, match=r"data\[0\]: label 'maybe' is not one of the model's labels"):
         ClassificationEvaluator([("a", "b", "maybe")])(model)
 
 
@@ -86,6 +86,18 @@ def test_reranking_evaluator_groups_candidates_per_query():
     assert len(model.calls) == 1  # one batched predict call for all queries
     assert m["mrr@10"] == pytest.approx((1 / 2 + 1) / 2)
     assert m["recall@1"] == pytest.approx(0.5)
+
+
+def test_reranking_evaluator_groups_labelled_pairs_by_query():
+    # `crossencoder mine` writes one (query, passage, label) per line: the pairs of a query form one list.
+    table = {("q1", "p"): [0.1], ("q1", "n1"): [0.9], ("q2", "a"): [0.5], ("q2", "b"): [0.7]}
+    pairs = [{"query": "q1", "passage": "p", "label": 1}, ("q2", "a", 0.0), ("q1", "n1", 0), ("q2", "b", 1.0)]
+    evaluator = RerankingEvaluator(pairs, recall_at=(1,))
+    assert [(s.query, s.documents, s.labels) for s in evaluator.samples] == [
+        ("q1", ["p", "n1"], [1.0, 0.0]), ("q2", ["a", "b"], [0.0, 1.0])]
+    assert evaluator(StubModel(table))["mrr@10"] == pytest.approx((1 / 2 + 1) / 2)
+    with pytest.raises(ValueError, match=r"data\[1\]: a ranking label must be a number, got 'yes'"):
+        RerankingEvaluator([("q", "a", 1), {"query": "q", "passage": "b", "label": "yes"}])
 
 
 def test_reranking_evaluator_counts_soft_labels_as_relevant_and_keeps_their_order():

@@ -65,3 +65,10 @@ def test_bad_files_name_the_file_and_line(tmp_path, name, content, message):
 def test_missing_file(tmp_path):
     with pytest.raises(DataFormatError, match="no such file"):
         load_examples(tmp_path / "nope.tsv")
+
+
+def test_a_folder_or_stdin_is_named_as_such(tmp_path):
+    with pytest.raises(DataFormatError, match="is a folder, not a file"):
+        load_examples(tmp_path)
+    with pytest.raises(DataFormatError, match="not stdin"):
+        load_examples("-")

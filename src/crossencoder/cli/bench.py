@@ -8,7 +8,8 @@ import sys
 import time
 from typing import Any
 
-from crossencoder.cli.common import DEFAULT_MODEL, InputError, to_json
+from crossencoder.cli.common import DEFAULT_MODEL, InputError, check_positive, require_one_label, to_json
+from crossencoder.errors import MissingExtraError, install_hint, require_extra
 
 # name -> (backend, backend_kwargs)
 BENCH_BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -42,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "95th-percentile latency of ranking --rank-docs passages for one query, and load time "
                     "(the first onnx load includes the export, cached afterwards). Passages are synthetic "
                     "English text of about --doc-tokens tokens unless --file is given.",
-        epilog="example: crossencoder bench -m ms-marco-MiniLM-L6-v2 --backends torch,onnx-int8 --threads 2",
+        epilog="example:\n  crossencoder bench -m ms-marco-MiniLM-L6-v2 --backends torch,onnx-int8 --threads 2",
     )
     bench.add_argument("--model", "-m", default=DEFAULT_MODEL,
                        help=f"local folder, Hub id or catalog short name; default {DEFAULT_MODEL}")
@@ -77,16 +78,19 @@ def synthetic_passages(count: int, doc_tokens: int) -> list[str]:
 def available_backends() -> list[str]:
     """Bench backends whose dependencies are installed."""
     try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
+        require_extra("onnx", "onnxruntime")
+    except MissingExtraError:
         return ["torch"]
     return list(BENCH_BACKENDS)
 
 
 def _parse_backends(value: str | None) -> list[str]:
     if value is None:
-        return available_backends()
+        backends = available_backends()
+        if backends == ["torch"]:
+            print(f"note: only the torch backend is timed; {install_hint('onnx')} adds the onnx ones.",
+                  file=sys.stderr)
+        return backends
     names = [name.strip() for name in value.split(",") if name.strip()]
     unknown = [name for name in names if name not in BENCH_BACKENDS]
     if unknown or not names:
@@ -97,14 +101,9 @@ def _parse_backends(value: str | None) -> list[str]:
     if repeated:
         # A second run of the same backend is a warm rerun, and the ratio column would read as a speed-up.
         raise InputError(f"--backends lists {', '.join(repeated)} more than once.")
+    if any(BENCH_BACKENDS[name][0] == "onnx" for name in names):
+        require_extra("onnx", "onnxruntime", feature="--backends " + ",".join(names))  # before timing torch
     return names
-
-
-def _check_positive(args: argparse.Namespace) -> None:
-    for name in ("pairs", "doc_tokens", "rank_docs", "repeats", "batch_size", "threads", "max_batch_tokens"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {value}.")
 
 
 def bench_backend(name: str, args: argparse.Namespace, passages: list[str]) -> dict[str, Any]:
@@ -124,10 +123,7 @@ def bench_backend(name: str, args: argparse.Namespace, passages: list[str]) -> d
         trust_remote_code=args.trust_remote_code,
     )
     load_s = time.perf_counter() - start
-    if model.num_labels != 1:
-        raise InputError(
-            f"{args.model}: bench ranks passages and needs a 1-label model, this one has {model.num_labels}."
-        )
+    require_one_label(model, args.model, "bench (it ranks passages)")
     pairs = [(args.query, passages[i % len(passages)]) for i in range(args.pairs)]
     options = {"batch_size": args.batch_size, "show_progress_bar": False}
     model.predict(pairs[: min(len(pairs), 2 * args.batch_size)], **options)  # warm-up
@@ -161,7 +157,7 @@ def run_bench(args: argparse.Namespace) -> int:
     Raises:
         InputError: a bad option, an unreadable ``--file`` or a model with more than one label.
     """
-    _check_positive(args)
+    check_positive(args, "pairs", "doc_tokens", "rank_docs", "repeats", "batch_size", "threads", "max_batch_tokens")
     names = _parse_backends(args.backends)
     if args.file:
         from crossencoder.cli.predict import read_passages

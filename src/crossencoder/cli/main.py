@@ -9,6 +9,8 @@ import os
 import sys
 
 from crossencoder import __version__
+from crossencoder.cli.common import HelpFormatter
+from crossencoder.errors import missing_extra
 
 # Command modules under crossencoder.cli; heavy imports happen inside their handlers, so --help stays fast.
 COMMAND_MODULES = ["predict", "serve", "train", "bench", "retrieval"]
@@ -27,27 +29,32 @@ def build_parser() -> argparse.ArgumentParser:
         prog="crossencoder",
         description="Cross-encoders: re-rank passages, score sentence pairs, train, evaluate and serve.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"crossencoder {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"crossencoder.cli.{name}").register(subparsers)
+    for command in subparsers.choices.values():
+        command.formatter_class = HelpFormatter
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line on stderr and exit 1 (set CROSSENCODER_DEBUG=1 for a traceback)."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
-    if not args.verbose:
-        # transformers' load reports ("Some weights were not initialized ...") are noise on a command line.
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+    args = None
     try:
+        # Inside the try: a Ctrl-C while the parser or transformers import (seconds) is an interruption too.
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                            format="%(levelname)s: %(message)s")
+        if not args.verbose:
+            # transformers' load reports ("Some weights were not initialized ...") are noise on a command line.
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("crossencoder: interrupted", file=sys.stderr)
@@ -62,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"crossencoder: error: {message}", file=sys.stderr)
+        return 1
+    except ImportError as exc:
+        # An optional extra that the command needs is not installed: say which one (anything else is a bug).
+        error = missing_extra(exc, f"crossencoder {args.command}" if args is not None else None)
+        if error is None or os.environ.get("CROSSENCODER_DEBUG"):
+            raise
+        print(f"crossencoder: error: {error}", file=sys.stderr)
         return 1
 
 

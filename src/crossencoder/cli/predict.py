@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from crossencoder.cli.common import InputError, add_model_arguments, load_model, model_options, to_json
+from crossencoder.cli.common import (
+    InputError, add_model_arguments, check_positive, load_model, model_options, require_one_label, to_json,
+)
 from crossencoder.files import parse_json_line, pick_text, read_lines
 
 PASSAGE_KEYS = ("text", "passage", "document")
@@ -21,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rank = subparsers.add_parser(
         "rank", help="re-rank passages for a query",
         description="Score every passage of FILE against a query and print them best first (score<TAB>passage).",
-        epilog='example: crossencoder rank --query "How many people live in Berlin?" --top-k 3 passages.txt',
+        epilog='example:\n  crossencoder rank --query "How many people live in Berlin?" --top-k 3 passages.txt',
     )
     add_model_arguments(rank)
     rank.add_argument("--query", "-q", help="the query (required unless --ray, where each input row has its own)")
@@ -46,12 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Score each pair of FILE (TSV 'a<TAB>b' or JSONL with text_a/text_b, query/passage or "
                     "sentence1/sentence2), one result per line in input order. Classifiers print the label and "
                     "the probability of each label.",
-        epilog="example: printf 'A man eats\\tSomeone is eating\\n' | crossencoder score -m stsb-TinyBERT-L4 -",
+        epilog="example:\n  printf 'A man eats\\tSomeone is eating\\n' | crossencoder score -m stsb-TinyBERT-L4 -",
     )
     add_model_arguments(score)
     score.add_argument("--json", action="store_true", help="one JSON object per line")
     score.add_argument("--symmetric", action="store_true",
                        help="score each pair in both orders and average (similarity, paraphrase; not NLI)")
+    score.add_argument("--header", action="store_true", help="the TSV file has a header row (skipped)")
     score.add_argument("file", nargs="?", default="-",
                        help="pairs file; - for stdin (default). With --ray: a Parquet/JSONL file or folder")
     ray_group = add_ray_arguments(
@@ -74,7 +77,7 @@ def add_ray_arguments(parser: argparse.ArgumentParser, example: str) -> argparse
         "distributed (Ray)",
         "Run on a pool of Ray actors: FILE is read in shards and OUT gets one Parquet file per shard. "
         "A re-run with the same FILE and OUT skips finished shards. Needs pip install 'crossencoder[ray]'. "
-        f"Example: {example}",
+        f"Example:\n  {example}",
     )
     group.add_argument("--ray", action="store_true", help="run on Ray: read FILE, write Parquet to OUT")
     group.add_argument("--address", help="Ray cluster address (auto, ray://host:10001); default: start a local Ray")
@@ -110,8 +113,8 @@ def _run_on_ray(args: argparse.Namespace, job: str, **job_kwargs: Any) -> int:
         address=args.address, num_cpus_per_worker=args.cpus_per_worker, num_gpus_per_worker=args.gpus_per_worker,
         **job_kwargs,
     )
-    print(f"{job}: {result.rows_written} rows written to {result.output_dir} ({result.shards} shards, "
-          f"{result.shards_skipped} already done) in {result.seconds:.1f}s", file=sys.stderr)
+    print(f"{job}: {result.rows_written} rows in {result.output_dir} ({result.shards} shards, "
+          f"{result.shards_skipped} done by an earlier run) in {result.seconds:.1f}s", file=sys.stderr)
     if result.bad_rows:
         print(f"{job}: {len(result.bad_rows)} bad row(s) not processed, listed in {result.errors_path}",
               file=sys.stderr)
@@ -146,8 +149,8 @@ def read_passages(path: str) -> list[str]:
     return [line for _, line in lines]
 
 
-def read_pairs(path: str) -> list[tuple[str, str]]:
-    """Pairs from TSV (``a<TAB>b``) or JSONL."""
+def read_pairs(path: str, header: bool = False) -> list[tuple[str, str]]:
+    """Pairs from TSV (``a<TAB>b``; ``header`` skips its first line) or JSONL."""
     lines = list(read_lines(path))
     name = "<stdin>" if path == "-" else path
     pairs = []
@@ -156,7 +159,7 @@ def read_pairs(path: str) -> list[tuple[str, str]]:
             obj = parse_json_line(name, n, line)
             pairs.append((pick_text(obj, FIRST_KEYS, name, n), pick_text(obj, SECOND_KEYS, name, n)))
         return pairs
-    for n, line in lines:
+    for n, line in lines[1:] if header else lines:
         parts = line.split("\t")
         if len(parts) != 2:
             raise InputError(f"{name}:{n}: expected 2 tab-separated texts, got {len(parts)} field(s).")
@@ -170,8 +173,7 @@ def _check_nonempty(items: list, path: str, what: str) -> None:
 
 
 def run_rank(args: argparse.Namespace) -> int:
-    if args.top_k is not None and args.top_k < 1:
-        raise InputError("--top-k must be a positive integer.")
+    check_positive(args, "top_k")
     if args.stride is not None and args.long_documents is None:
         raise InputError("--stride sets the overlap of --long-documents windows: add --long-documents max.")
     if args.ray and args.query is not None:
@@ -187,6 +189,7 @@ def run_rank(args: argparse.Namespace) -> int:
     passages = read_passages(args.file)
     _check_nonempty(passages, args.file, "passages")
     model = load_model(args)
+    require_one_label(model, args.model, "rank")
     hits = model.rank(args.query, passages, top_k=args.top_k, return_documents=True, batch_size=args.batch_size,
                       long_documents=args.long_documents, stride=args.stride)
     out = sys.stdout
@@ -202,7 +205,7 @@ def run_score(args: argparse.Namespace) -> int:
     if args.ray:
         return _run_on_ray(args, "score", text_columns=tuple(args.text_columns), symmetric=args.symmetric)
     _check_not_ray_only(args)
-    pairs = read_pairs(args.file)
+    pairs = read_pairs(args.file, header=args.header)
     _check_nonempty(pairs, args.file, "pairs")
     model = load_model(args)
     out = sys.stdout

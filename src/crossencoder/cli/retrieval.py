@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from crossencoder.cli.common import InputError, to_json
+from crossencoder.cli.common import InputError, check_positive, to_json
 from crossencoder.files import write_text_atomic
 
 METHOD_CHOICES = ["bm25", "dense", "hybrid"]
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "index", help="build a search index of a JSONL corpus",
         description="Embed a corpus (JSONL with _id, title, text) and write a FAISS + BM25 + SQLite index folder. "
                     "A killed build resumes where it stopped when run again.",
-        epilog="example: crossencoder index corpus.jsonl --out my-index",
+        epilog="example:\n  crossencoder index corpus.jsonl --out my-index",
     )
     index.add_argument("corpus", help="JSONL corpus (BEIR format: _id, title, text)")
     index.add_argument("--out", "-o", required=True, help="index folder to create")
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "search", help="search an index, optionally re-ranking with a cross-encoder",
         description="Retrieve candidates with BM25, dense or hybrid (reciprocal-rank fusion) search and print the "
                     "best TOP_K (score<TAB>id<TAB>text, or JSON lines with the score of every stage).",
-        epilog='example: crossencoder search my-index "how many people live in berlin" '
+        epilog='example:\n  crossencoder search my-index "how many people live in berlin" '
                "--rerank-model ms-marco-MiniLM-L6-v2 --top-k 5",
     )
     search.add_argument("index", help="index folder made by `crossencoder index`")
@@ -64,12 +64,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "mine", help="make re-ranker training pairs: judged passages + hard negatives from an index",
         description="Write (query, passage, label) JSONL for `crossencoder train --loss bce`: every judged passage "
                     "with label relevance / max relevance, plus the best-ranked unjudged passages as negatives.",
-        epilog="example: crossencoder mine my-index --queries queries.jsonl --qrels qrels/train.tsv --out train.jsonl",
+        epilog="example:\n"
+               "  crossencoder mine my-index --queries queries.jsonl --qrels qrels/train.tsv --out train.jsonl",
     )
     mine.add_argument("index", help="index folder of the corpus the judgments refer to")
     mine.add_argument("--queries", required=True, help="queries JSONL (_id, text)")
     mine.add_argument("--qrels", required=True, help="judgments TSV: query-id, corpus-id, score")
-    mine.add_argument("--out", "-o", required=True, help="JSONL file to write")
+    mine.add_argument("--out", "-o", required=True, help="JSONL file to write; - for stdout")
+    mine.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     mine.add_argument("--method", choices=METHOD_CHOICES, default="hybrid", help="retriever proposing negatives")
     mine.add_argument("--num-negatives", type=int, default=10, help="negatives per query (default 10)")
     mine.add_argument("--skip-top", type=int, default=0, help="skip the first N unjudged hits (likely positives)")
@@ -84,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "beir", help="evaluate retrieval and re-ranking on a BEIR folder",
         description="NDCG@10, MRR@10 and Recall@100 of BM25, dense, hybrid and (with --rerank-model) each followed "
                     "by re-ranking, on DATA_DIR/corpus.jsonl, queries.jsonl and qrels/SPLIT.tsv.",
-        epilog="example: crossencoder beir ./scifact --split test --rerank-model ms-marco-MiniLM-L6-v2",
+        epilog="example:\n  crossencoder beir ./scifact --split test --rerank-model ms-marco-MiniLM-L6-v2",
     )
     beir.add_argument("data_dir", help="BEIR folder")
     beir.add_argument("--split", default="test", help="qrels/<split>.tsv to evaluate (default test)")
@@ -112,16 +114,10 @@ def _reranker(args: argparse.Namespace):
     return CrossEncoder(args.rerank_model, max_length=args.max_length, device=args.device)
 
 
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if value < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {value}.")
-
-
 def run_index(args: argparse.Namespace) -> int:
     from crossencoder.retrieval import build_index
 
-    _check_positive(batch_size=args.batch_size)
+    check_positive(args, "batch_size")
     index = build_index(args.corpus, args.out, bi_encoder=_bi_encoder(args.bi_encoder, args.device),
                         index_type=args.index_type, batch_size=args.batch_size, overwrite=args.overwrite)
     print(f"indexed {index.count} documents into {args.out}", file=sys.stderr)
@@ -131,7 +127,7 @@ def run_index(args: argparse.Namespace) -> int:
 def run_search(args: argparse.Namespace) -> int:
     from crossencoder.retrieval import Index, search
 
-    _check_positive(top_k=args.top_k, candidates=args.candidates, batch_size=args.batch_size)
+    check_positive(args, "top_k", "candidates", "batch_size")
     if not args.query.strip():
         raise InputError("The query is empty.")
     index = Index.open(args.index, verify=False)
@@ -150,10 +146,15 @@ def run_search(args: argparse.Namespace) -> int:
 def run_mine(args: argparse.Namespace) -> int:
     from crossencoder.retrieval import Index, mine_training_pairs, read_qrels, read_queries
 
-    _check_positive(candidates=args.candidates)
-    # group_pairs checks this too, but only after the (slow) mining: refuse it first.
+    check_positive(args, "candidates")
+    # group_pairs checks this too, but only after the (slow) mining: refuse it first, as a bad --out.
     if args.group_size is not None and args.group_size < 2:
         raise InputError(f"--group-size must be at least 2, got {args.group_size}.")
+    out = None if args.out == "-" else Path(args.out)
+    if out is not None and out.is_dir():
+        raise InputError(f"--out {out} is a folder; name the JSONL file to write.")
+    if out is not None and out.exists() and not args.overwrite:
+        raise InputError(f"--out {out} exists; pass --overwrite to replace it, or name another file.")
     index = Index.open(args.index, verify=False)
     pairs = mine_training_pairs(index, read_queries(args.queries), read_qrels(args.qrels), method=args.method,
                                 num_negatives=args.num_negatives, skip_top=args.skip_top, candidates=args.candidates,
@@ -167,10 +168,13 @@ def run_mine(args: argparse.Namespace) -> int:
     else:
         rows = [{"query": query, "passage": passage, "label": label} for query, passage, label in pairs]
         what = f"{len(rows)} pairs"
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, "".join(to_json(row, ensure_ascii=False) + "\n" for row in rows))
-    print(f"wrote {what} to {out}", file=sys.stderr)
+    text = "".join(to_json(row, ensure_ascii=False) + "\n" for row in rows)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out, text)
+    print(f"wrote {what} to {out or '<stdout>'}", file=sys.stderr)
     return 0
 
 
@@ -179,7 +183,7 @@ def run_beir(args: argparse.Namespace) -> int:
     from crossencoder.files import file_sha256
     from crossencoder.retrieval.index import model_identity
 
-    _check_positive(candidates=args.candidates, batch_size=args.batch_size)
+    check_positive(args, "candidates", "batch_size")
     data = load_beir(args.data_dir, args.split)
     reranker = _reranker(args)
     with tempfile.TemporaryDirectory(prefix="crossencoder-beir-") as scratch:

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Serve a cross-encoder over HTTP: POST /rerank (TEI), /v1/rerank and /v2/rerank (Cohere, "
                     "Jina), /predict; GET /health, /ready, /info, /metrics, /docs. Concurrent requests are "
                     "merged into shared model calls.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
     )
     add_model_arguments(parser, default=None)
 
@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="model: the model's own activation, as rank()/predict() (raw logits for models that "
                           "declare none, e.g. ms-marco-MiniLM-L6-v2); sigmoid: sigmoid(logit) in [0, 1], as TEI "
                           "computes and Cohere clients expect (default: model)")
-    net.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    net.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                     help="server log level")
 
     limits = parser.add_argument_group("limits and batching")
     limits.add_argument("--max-documents", type=int, default=1000,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from crossencoder.cli.common import InputError, add_model_arguments, load_model, to_json
+from crossencoder.cli.common import InputError, add_model_arguments, load_model, require_one_label, to_json
 
 # Options of `train` that a YAML/JSON config may set (the same names as the flags, with underscores).
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -30,7 +31,7 @@ examples:
   crossencoder train --model ./all-MiniLM-L6-v2 --train sts-train.tsv --eval sts-dev.tsv \\
       --label-scale 5 --epochs 4 --learning-rate 5e-5 --output-dir runs/sts
   crossencoder train --config train.yaml --epochs 2      # flags override the config file
-  crossencoder train --model ./all-MiniLM-L6-v2 --train sts-train.tsv --label-scale 5 \
+  crossencoder train --model ./all-MiniLM-L6-v2 --train sts-train.tsv --label-scale 5 \\
       --teacher-bi-encoder default --output-dir runs/sts-kd   # labels = 0.5 gold + 0.5 bi-encoder cosine
 
 data files: .jsonl / .json objects or .tsv / .csv rows:
@@ -45,7 +46,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train``, ``eval`` and ``calibrate`` commands."""
     train = subparsers.add_parser(
         "train", help="fine-tune a cross-encoder", epilog=TRAIN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Fine-tune a cross-encoder on pairs or ranking data; writes checkpoints, the best model and "
                     "OUTPUT_DIR/final (with a model card). Re-running the same command resumes an interrupted run.",
     )
@@ -63,47 +63,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--label-temperature", type=float, default=s,
                        help="listnet: divide the labels by this before their softmax; smaller = a sharper target "
                             "(default 1)")
-    train.add_argument("--epochs", type=int, default=s)
+    train.add_argument("--epochs", type=int, default=s, help="passes over the training data")
     train.add_argument("--max-steps", type=int, default=s, help="stop after N optimizer steps")
-    train.add_argument("--batch-size", type=int, default=s)
-    train.add_argument("--gradient-accumulation-steps", type=int, default=s)
-    train.add_argument("--learning-rate", "--lr", type=float, default=s)
-    train.add_argument("--warmup-ratio", type=float, default=s)
-    train.add_argument("--weight-decay", type=float, default=s)
-    train.add_argument("--max-grad-norm", type=float, default=s)
-    train.add_argument("--seed", type=int, default=s)
+    train.add_argument("--batch-size", type=int, default=s, help="examples per forward pass")
+    train.add_argument("--gradient-accumulation-steps", type=int, default=s, help="forward passes per optimizer step")
+    train.add_argument("--learning-rate", "--lr", type=float, default=s, help="peak learning rate of AdamW")
+    train.add_argument("--warmup-ratio", type=float, default=s, help="share of the steps with a linear warm-up")
+    train.add_argument("--weight-decay", type=float, default=s, help="AdamW weight decay")
+    train.add_argument("--max-grad-norm", type=float, default=s, help="gradient clipping norm")
+    train.add_argument("--seed", type=int, default=s, help="seed of the weights' init and the data order")
     train.add_argument("--eval-steps", type=int, default=s, help="evaluate every N steps (default: each epoch)")
     train.add_argument("--save-steps", type=int, default=s, help="checkpoint every N steps (default: at evals)")
-    train.add_argument("--save-total-limit", type=int, default=s)
+    train.add_argument("--save-total-limit", type=int, default=s, help="recent checkpoints kept")
     train.add_argument("--metric-for-best-model", default=s, help="e.g. spearman, accuracy, ndcg@10")
-    train.add_argument("--early-stopping-patience", type=int, default=s)
+    train.add_argument("--early-stopping-patience", type=int, default=s,
+                       help="stop after N evaluations without improvement (default: never)")
     train.add_argument("--no-load-best-model-at-end", dest="load_best_model_at_end", action="store_false",
                        default=s, help="keep the last weights rather than the best evaluated ones")
-    train.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"], default=s)
+    train.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"], default=s,
+                       help="auto: bf16 or fp16 on a CUDA GPU, off on CPU")
     train.add_argument("--no-resume", dest="resume", action="store_false", default=s,
                        help="do not continue from checkpoints in OUTPUT_DIR")
     train.add_argument("--overwrite-output-dir", action="store_true", default=s,
                        help="with --no-resume: delete the old checkpoints")
-    train.add_argument("--max-length", type=int, default=s)
+    train.add_argument("--max-length", type=int, default=s, help="maximum tokens per pair (default: the model's)")
     train.add_argument("--teacher-bi-encoder", metavar="MODEL", default=s,
                        help="regression: blend this bi-encoder's cosine into the labels (distillation); "
                             "'default' = all-MiniLM-L6-v2")
     train.add_argument("--teacher-weight", type=float, default=s,
                        help="the teacher's share of each label (default 0.5)")
-    train.add_argument("--device", default=s)
-    train.add_argument("--trust-remote-code", action="store_true", default=s)
+    train.add_argument("--device", default=s, help="cpu, cuda, cuda:1, mps (default: best available)")
+    train.add_argument("--trust-remote-code", action="store_true", default=s, help="allow code from the model folder")
     train.add_argument("--json", action="store_true", help="print the result as JSON")
-    train.set_defaults(func=run_train)
+    options = {action.dest: action for action in train._actions if action.dest in TRAIN_DEFAULTS}
+    for action in options.values():  # SUPPRESS hides the defaults from the help: name them there
+        default = TRAIN_DEFAULTS[action.dest]
+        if default is not None and not isinstance(default, bool) and "default" not in (action.help or ""):
+            action.help = f"{action.help or ''} (default {default})".lstrip()
+    train.set_defaults(func=run_train, train_options=options)
 
     evaluate = subparsers.add_parser(
         "eval", help="evaluate a model on a labelled data file",
         description="Score a data file and print metrics: Pearson/Spearman (scores), accuracy/F1/AP (classes), "
                     "MRR@10/NDCG@10/MAP/Recall (ranking).",
-        epilog="example: crossencoder eval -m /work/models/stsb-minilm sts-dev.tsv --json",
+        epilog="example:\n  crossencoder eval -m /work/models/stsb-minilm sts-dev.tsv --json",
     )
     add_model_arguments(evaluate, default=None)
     evaluate.add_argument("file", help="data file (.jsonl, .json, .tsv, .csv)")
-    evaluate.add_argument("--task", choices=["auto", "regression", "classification", "ranking"], default="auto")
+    evaluate.add_argument("--task", choices=["auto", "regression", "classification", "ranking"], default="auto",
+                          help="auto: guessed from the labels (0/1 labels: classification)")
     evaluate.add_argument("--header", action="store_true", help="the TSV/CSV file has a header row")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("--symmetric", action="store_true",
@@ -115,12 +123,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fit Platt or temperature scaling of a 1-label model's logits on labelled 0/1 pairs, print the "
                     "expected calibration error (ECE) before and after, and store the calibration in the model "
                     "folder's config.json (used by predict(..., calibrated=True)).",
-        epilog="example: crossencoder calibrate -m ./my-reranker heldout.tsv --method temperature",
+        epilog="example:\n  crossencoder calibrate -m ./my-reranker heldout.tsv --method temperature",
     )
     add_model_arguments(calibrate, default=None)
     calibrate.add_argument("file", help="labelled pairs: text_a<TAB>text_b<TAB>0|1, or JSONL with a label")
-    calibrate.add_argument("--method", choices=["platt", "temperature"], default="platt")
-    calibrate.add_argument("--output", help="save the calibrated model to this folder instead of updating MODEL")
+    calibrate.add_argument("--method", choices=["platt", "temperature"], default="platt",
+                           help="platt: p = sigmoid(a * logit + b); temperature: b = 0 (keeps the ranking's ties)")
+    calibrate.add_argument("--output", "-o", help="save the calibrated model to this folder instead of updating MODEL")
     calibrate.add_argument("--bins", type=int, default=15, help="ECE bins (default 15)")
     calibrate.add_argument("--header", action="store_true", help="the TSV/CSV file has a header row")
     calibrate.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -128,19 +137,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------- helpers
-def _read_config(path: str) -> dict[str, Any]:
+def _read_config(path: str, options: dict[str, argparse.Action]) -> dict[str, Any]:
+    """The options a config file sets, each checked against its flag (``options``: the flags by option name)."""
     file = Path(path)
     if not file.is_file():
         raise InputError(f"{path}: no such config file.")
-    text = file.read_text(encoding="utf-8")
     try:
+        text = file.read_text(encoding="utf-8")
         if file.suffix.lower() in {".yaml", ".yml"}:
             import yaml
 
             data = yaml.safe_load(text) or {}
         else:
             data = json.loads(text)
-    except Exception as exc:  # yaml and json raise different error types for the same user mistake
+    except Exception as exc:  # yaml, json and the decoder raise different error types for the same user mistake
         raise InputError(f"{path}: cannot parse config ({str(exc).splitlines()[0]}).") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: the config must be a mapping of option names to values.")
@@ -150,14 +160,38 @@ def _read_config(path: str) -> dict[str, Any]:
     unknown = sorted(set(data) - set(TRAIN_DEFAULTS))
     if unknown:
         raise InputError(f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(TRAIN_DEFAULTS))}.")
-    return data
+    return {key: _config_value(path, options[key], value) for key, value in data.items()}
+
+
+def _config_value(path: str, action: argparse.Action, value: Any) -> Any:
+    """A config file's ``value`` for the option of ``action``, checked as its flag would be: a quoted "false" must
+    not read as true, nor a list as a file name. Numbers may be strings (YAML reads ``2e-5`` as one)."""
+    if isinstance(TRAIN_DEFAULTS[action.dest], bool):
+        expected, ok = "true or false", isinstance(value, bool)
+    elif value is None:
+        return None  # ``max_grad_norm: null`` turns clipping off, ``save_total_limit: null`` keeps every checkpoint
+    elif action.type is int:
+        expected, ok = "an integer", isinstance(value, int) and not isinstance(value, bool)
+    elif action.type is float:
+        expected, ok = "a number", isinstance(value, (int, float, str)) and not isinstance(value, bool)
+        try:
+            value = float(value) if ok else value
+        except ValueError:
+            ok = False
+    elif action.choices:
+        expected, ok = f"one of {', '.join(action.choices)}", value in action.choices
+    else:
+        expected, ok = "a string", isinstance(value, str)
+    if not ok:
+        raise InputError(f"{path}: {action.dest} must be {expected}, got {value!r}.")
+    return value
 
 
 def _train_options(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults < config file < flags given on the command line."""
     options = dict(TRAIN_DEFAULTS)
     if args.config:
-        options.update(_read_config(args.config))
+        options.update(_read_config(args.config, args.train_options))
     options.update({k: v for k, v in vars(args).items() if k in TRAIN_DEFAULTS})
     for required in ("model", "train", "output_dir"):
         if not options[required]:
@@ -237,6 +271,8 @@ def _make_evaluator(task: str, examples: list[Any], name: str, batch_size: int =
 def _scale(examples: list[Any], scale: float) -> list[Any]:
     from crossencoder.evaluation.samples import to_labelled_pair
 
+    if not math.isfinite(scale) or scale <= 0:
+        raise InputError(f"--label-scale must be a positive number, got {scale}.")
     if scale == 1.0:
         return examples
     out = []
@@ -339,7 +375,10 @@ def run_eval(args: argparse.Namespace) -> int:
         evaluator = _make_evaluator(task, examples, name=Path(args.file).name, batch_size=args.batch_size,
                                     symmetric=args.symmetric)
     model = load_model(args)
-    metrics = evaluator(model)
+    if task != "classification":
+        require_one_label(model, args.model, f"{task} data")
+    with _naming(args.file):  # labels are checked against the model's classes here
+        metrics = evaluator(model)
     if args.json:
         print(to_json({"model": args.model, "data": args.file, "task": task, "num_examples": len(examples),
                           "metrics": metrics}))
@@ -364,6 +403,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
                          "--output to store the calibration in the model's own folder).")
     examples = _load_data(args.file, header=args.header)
     model = load_model(args)
+    require_one_label(model, args.model, "calibrate")
     with _naming(args.file):
         report = calibrate(model, examples, method=args.method, batch_size=args.batch_size, n_bins=args.bins)
     if output:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from crossencoder.evaluation.metrics import classification_metrics, correlation_metrics, ranking_metrics
-from crossencoder.evaluation.samples import to_labelled_pair, to_ranking_sample
+from crossencoder.evaluation.samples import ranking_samples, to_labelled_pair
 
 if TYPE_CHECKING:
     from crossencoder import CrossEncoder
@@ -105,8 +105,13 @@ class ClassificationEvaluator:
         return classification_metrics(y_true, logits.argmax(axis=1), scores=binary_scores)
 
 
-def label_ids(labels: Sequence[Any], model: CrossEncoder) -> list[int]:
+def label_ids(labels: Sequence[Any], model: CrossEncoder, start: int = 0) -> list[int]:
     """Map class names (via the model's ``label2id``, case-insensitive) or integral labels to class ids.
+
+    Args:
+        labels: Class names or ids.
+        model: The classifier whose ``id2label`` names the classes.
+        start: Position of ``labels[0]`` in the user's data, for the ``data[i]`` of error messages.
 
     Raises:
         ValueError: a name the model does not know, or an id outside ``range(num_labels)`` (2 classes for 1 label).
@@ -114,20 +119,20 @@ def label_ids(labels: Sequence[Any], model: CrossEncoder) -> list[int]:
     names = {str(v).lower(): int(k) for k, v in model.id2label.items()}
     n_classes = max(model.num_labels, 2)
     out: list[int] = []
-    for i, label in enumerate(labels):
+    for i, label in enumerate(labels, start=start):
         if isinstance(label, str):
             key = label.strip().lower()
             if key in names:
                 out.append(names[key])
                 continue
             if not key.lstrip("-").isdigit():
-                raise ValueError(f"Label {label!r} of pair {i} is not one of the model's labels: "
+                raise ValueError(f"data[{i}]: label {label!r} is not one of the model's labels: "
                                  f"{', '.join(sorted(names))}.")
             label = int(key)
         if isinstance(label, float) and not float(label).is_integer():
-            raise ValueError(f"Label {label!r} of pair {i} is not a class id (use a CorrelationEvaluator for scores).")
+            raise ValueError(f"data[{i}]: label {label!r} is not a class id (scores need a correlation evaluation).")
         if not 0 <= int(label) < n_classes:
-            raise ValueError(f"Label {label!r} of pair {i} is outside 0..{n_classes - 1}.")
+            raise ValueError(f"data[{i}]: label {label!r} is outside 0..{n_classes - 1}.")
         out.append(int(label))
     return out
 
@@ -142,7 +147,8 @@ class RerankingEvaluator:
 
     Args:
         data: Ranking samples: ``(query, positive, negative_1, ...)``, ``(query, [documents], [labels])`` or dicts
-            (see :mod:`crossencoder.evaluation.samples`); labels <= 0 are not relevant.
+            (see :mod:`crossencoder.evaluation.samples`), or labelled pairs ``(query, document, label)``, grouped by
+            query; labels <= 0 are not relevant.
         at_k: Cut-off of MRR and NDCG.
         recall_at: Cut-offs of Recall.
         name: Shown in logs and model cards.
@@ -156,7 +162,7 @@ class RerankingEvaluator:
 
     def __init__(self, data: Sequence[Any], at_k: int = 10, recall_at: Sequence[int] = (1, 5, 10), name: str = "",
                  batch_size: int = 32, show_progress_bar: bool | None = None) -> None:
-        self.samples = [to_ranking_sample(x, i) for i, x in enumerate(data)]
+        self.samples = ranking_samples(data)
         if not any(max(s.labels) > 0 for s in self.samples):
             raise ValueError("RerankingEvaluator needs at least one sample with a relevant document (a label > 0).")
         self.gains = _relevance_gains([s.labels for s in self.samples])

@@ -6,7 +6,8 @@ Accepted shapes:
   ``sentence1``, ``premise``, ``anchor``), one of the second-text keys (``text_b``, ``passage``, ``document``,
   ``sentence2``, ``hypothesis``, ``text``) and ``label`` or ``score``.
 - ranking sample: ``(query, positive, negative_1, ...)``; ``(query, [documents], [labels])``; a dict
-  ``{"query", "positive" | "positives", "negative" | "negatives"}`` or ``{"query", "documents", "labels"}``.
+  ``{"query", "positive" | "positives", "negative" | "negatives"}`` or ``{"query", "documents", "labels"}``;
+  or, for :func:`ranking_samples`, labelled pairs ``(query, document, label)`` (grouped by query).
 """
 
 from __future__ import annotations
@@ -118,6 +119,33 @@ def to_ranking_sample(example: Any, index: int = 0) -> RankingSample:
         [_str(d, f"{where} document {j}") for j, d in enumerate(docs)],
         [float(x) for x in labels],
     )
+
+
+def ranking_samples(data: Sequence[Any]) -> list[RankingSample]:
+    """Normalise ranking data: ranking examples one by one, labelled pairs ``(query, document, label)`` grouped into
+    one sample per query (in order of first appearance), as ``crossencoder mine`` writes them.
+
+    Raises:
+        TypeError / ValueError: an example of another shape, or a pair whose label is not a number (names
+            ``data[index]``).
+    """
+    samples: list[RankingSample] = []
+    by_query: dict[str, RankingSample] = {}
+    for i, example in enumerate(data):
+        if is_ranking_example(example):
+            samples.append(to_ranking_sample(example, i))
+            continue
+        pair = to_labelled_pair(example, i)
+        try:
+            label = float(pair.label)
+        except (TypeError, ValueError):
+            raise ValueError(f"data[{i}]: a ranking label must be a number, got {pair.label!r}.") from None
+        if pair.text_a not in by_query:
+            by_query[pair.text_a] = RankingSample(pair.text_a, [], [])
+            samples.append(by_query[pair.text_a])
+        by_query[pair.text_a].documents.append(pair.text_b)
+        by_query[pair.text_a].labels.append(label)
+    return samples
 
 
 def is_ranking_example(example: Any) -> bool:

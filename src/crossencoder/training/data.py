@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from crossencoder.errors import CrossEncoderError
 from crossencoder.evaluation.samples import is_ranking_example, to_labelled_pair
+from crossencoder.files import not_a_file
 
 Task = Literal["regression", "classification", "ranking"]
 
@@ -57,9 +58,12 @@ def load_examples(path: str | os.PathLike, header: bool = False) -> list[Any]:
         >>> load_examples("sts-dev.tsv")[:1]
         [{'text_a': 'A man is playing a flute.', 'text_b': 'A man is playing a large flute.', 'label': 3.8}]
     """
+    if os.fspath(path) == "-":
+        raise DataFormatError("-: examples are read from a file (its extension names the format), not stdin.")
     path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"{path}: no such file.")
+    problem = not_a_file(path)
+    if problem:
+        raise DataFormatError(problem)
     suffix = path.suffix.lower()
     try:
         text = path.read_text(encoding="utf-8-sig")

@@ -133,10 +133,7 @@ class CrossEntropyLoss(Loss):
         pair = to_labelled_pair(example, index)
         if self._model is None:
             raise RuntimeError("CrossEntropyLoss.check_model(model) must run before normalize().")
-        try:
-            (label,) = label_ids([pair.label], self._model)
-        except ValueError as exc:
-            raise ValueError(f"data[{index}]: {exc}") from None
+        (label,) = label_ids([pair.label], self._model, start=index)
         return LabelledPair(pair.text_a, pair.text_b, label)
 
     def prepare(self, batch: Sequence[LabelledPair]) -> tuple[Pairs, dict[str, torch.Tensor]]:
