@@ -129,6 +129,29 @@ def test_truncation_keeps_query_and_warns_once(model, caplog):
     assert sum("truncated" in r.message for r in caplog.records) == 1
 
 
+def test_big_inputs_are_tokenized_in_chunks_with_the_same_results(model, monkeypatch):
+    # Tokenizing a million pairs at once held gigabytes of token lists; chunks must not change any result.
+    pairs = [*PAIRS, ("where is the museum island", "berlin " * 500), ("q", "d")] * 2
+    whole_scores = model.predict(pairs)
+    whole_logits, whole_tokens = model.logits_with_token_counts(pairs)
+    whole_rank = model.rank("berlin", [b for _, b in pairs])
+    whole_symmetric = model.predict(pairs, symmetric=True)
+    import crossencoder.model.cross_encoder as module
+
+    monkeypatch.setattr(module, "_ENCODE_CHUNK", 3)
+    encoded: list[int] = []
+    real_encode = model._encode
+    monkeypatch.setattr(model, "_encode", lambda chunk: encoded.append(len(chunk)) or real_encode(chunk))
+    np.testing.assert_allclose(model.predict(pairs), whole_scores, atol=1e-6)
+    assert max(encoded) == 3 and sum(encoded) == len(pairs)
+    logits, tokens = model.logits_with_token_counts(pairs)
+    np.testing.assert_allclose(logits.numpy(), whole_logits.numpy(), atol=1e-6)
+    assert tokens == whole_tokens
+    assert [h["corpus_id"] for h in model.rank("berlin", [b for _, b in pairs])] == [
+        h["corpus_id"] for h in whole_rank]
+    np.testing.assert_allclose(model.predict(pairs, symmetric=True), whole_symmetric, atol=1e-6)
+
+
 def test_logits_with_token_counts_match_predict_and_the_truncated_tokenization(model):
     pairs = [*PAIRS, ("where is the museum island", "berlin " * 500)]
     logits, tokens = model.logits_with_token_counts(pairs)

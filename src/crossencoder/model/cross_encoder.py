@@ -53,8 +53,10 @@ CONFIG_KEY = "crossencoder"
 # on GPU, large batches fill the device.
 CPU_BATCH_TOKENS = 2048
 GPU_BATCH_TOKENS = 65536
-# Show a progress bar by default once an input needs this many batches.
+# Show a progress bar by default once an input fills this many batches of batch_size.
 _PROGRESS_MIN_BATCHES = 20
+# Pairs tokenized at a time by _score (memory bound; see there).
+_ENCODE_CHUNK = 8192
 
 
 class CrossEncoder:
@@ -399,22 +401,46 @@ class CrossEncoder:
         encodings: list[dict[str, list[int]]],
         batch_size: int,
         max_batch_tokens: int | None,
-        show_progress_bar: bool | None,
+        progress: tqdm,
     ) -> torch.Tensor:
         """Raw float32 logits ``[n, num_labels]`` in input order, computed in length-sorted token-budget batches."""
         lengths = [len(e["input_ids"]) for e in encodings]
         budget = self.max_batch_tokens if max_batch_tokens is None else max_batch_tokens
-        batches = list(token_budget_batches(lengths, batch_size, budget))
+        out = torch.empty((len(encodings), self.num_labels), dtype=torch.float32)
+        for batch in token_budget_batches(lengths, batch_size, budget):
+            out[batch] = self._forward(self._pad([encodings[i] for i in batch]))
+            progress.update(len(batch))
+        return out
+
+    @staticmethod
+    def _progress(num_pairs: int, batch_size: int, show_progress_bar: bool | None) -> tqdm:
+        """The "Scoring pairs" bar on stderr; None shows it for long inputs (20+ batches), and only on a terminal."""
         if show_progress_bar is None:
-            disable: bool | None = True if len(batches) < _PROGRESS_MIN_BATCHES else None  # None: only on a TTY
+            disable: bool | None = True if num_pairs < _PROGRESS_MIN_BATCHES * max(batch_size, 1) else None
         else:
             disable = not show_progress_bar
-        out = torch.empty((len(encodings), self.num_labels), dtype=torch.float32)
-        with tqdm(total=len(encodings), desc="Scoring pairs", unit="pair", disable=disable) as bar:
-            for batch in batches:
-                out[batch] = self._forward(self._pad([encodings[i] for i in batch]))
-                bar.update(len(batch))
-        return out
+        return tqdm(total=num_pairs, desc="Scoring pairs", unit="pair", disable=disable)
+
+    def _score(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        batch_size: int,
+        max_batch_tokens: int | None,
+        show_progress_bar: bool | None,
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Raw logits ``[n, num_labels]`` of non-empty ``pairs`` and each pair's token count.
+
+        Pairs are tokenized ``_ENCODE_CHUNK`` at a time: token ids held as Python lists cost about 8 KB a pair, so a
+        million pairs tokenized at once would take gigabytes. Each chunk is still length-sorted into batches.
+        """
+        logits: list[torch.Tensor] = []
+        tokens: list[int] = []
+        with self._progress(len(pairs), batch_size, show_progress_bar) as bar:
+            for start in range(0, len(pairs), _ENCODE_CHUNK):
+                encodings = self._encode(pairs[start:start + _ENCODE_CHUNK])
+                logits.append(self._logits(encodings, batch_size, max_batch_tokens, bar))
+                tokens.extend(len(e["input_ids"]) for e in encodings)
+        return torch.cat(logits), tokens
 
     def logits_with_token_counts(
         self,
@@ -447,11 +473,9 @@ class CrossEncoder:
             (torch.Size([1, 1]), [13])
         """
         pair_list = validate_pairs(pairs)
-        encodings = self._encode(pair_list)
-        if not encodings:
+        if not pair_list:
             return torch.empty((0, self.num_labels), dtype=torch.float32), []
-        logits = self._logits(encodings, batch_size, max_batch_tokens, show_progress_bar)
-        return logits, [len(e["input_ids"]) for e in encodings]
+        return self._score(pair_list, batch_size, max_batch_tokens, show_progress_bar)
 
     def predict(
         self,
@@ -518,7 +542,7 @@ class CrossEncoder:
         else:
             # Symmetric: one call for both orders, so the two halves share length-sorted batches.
             to_score = with_swapped(pair_list) if symmetric else pair_list
-            logits = self._logits(self._encode(to_score), batch_size, max_batch_tokens, show_progress_bar)
+            logits, _ = self._score(to_score, batch_size, max_batch_tokens, show_progress_bar)
             if symmetric:
                 logits = average_orders(logits)
             scores = self._apply_activation(logits, activation_fn, apply_softmax, calibrated)
@@ -621,15 +645,16 @@ class CrossEncoder:
         if long_documents is not None and long_documents not in AGGREGATIONS:
             raise ValueError(f"long_documents must be None or one of {', '.join(AGGREGATIONS)}, got {long_documents!r}.")
         docs = validate_documents(query, documents)
-        if long_documents is None:
-            encodings = self._encode([(query, d) for d in docs])
-        else:
-            windows = split_into_windows(self.tokenizer, query, docs, self.max_length, stride)
-            encodings = windows.encodings
         scores = np.empty((0,), dtype=np.float32)
-        if encodings:
-            logits = self._logits(encodings, batch_size, max_batch_tokens, show_progress_bar)
+        if long_documents is None and docs:
+            logits, _ = self._score([(query, d) for d in docs], batch_size, max_batch_tokens, show_progress_bar)
             scores = self._apply_activation(logits, activation_fn, apply_softmax, calibrated).numpy()
+        elif long_documents is not None:
+            windows = split_into_windows(self.tokenizer, query, docs, self.max_length, stride)
+            if windows.encodings:
+                with self._progress(len(windows.encodings), batch_size, show_progress_bar) as bar:
+                    logits = self._logits(windows.encodings, batch_size, max_batch_tokens, bar)
+                scores = self._apply_activation(logits, activation_fn, apply_softmax, calibrated).numpy()
         if long_documents is not None:
             scores, best = aggregate(scores, windows.doc_index, len(docs), long_documents)
             first_window = {doc: w for w, doc in reversed(list(enumerate(windows.doc_index)))}
