@@ -147,7 +147,7 @@ def run_mine(args: argparse.Namespace) -> int:
     from crossencoder.retrieval import Index, mine_training_pairs, read_qrels, read_queries
 
     check_positive(args, "candidates")
-    # group_pairs checks this too, but only after the (slow) mining: refuse it first, as a bad --out.
+    # group_pairs checks this too, but only after the (slow) mining: refuse it, and a bad --out, before mining.
     if args.group_size is not None and args.group_size < 2:
         raise InputError(f"--group-size must be at least 2, got {args.group_size}.")
     out = None if args.out == "-" else Path(args.out)
