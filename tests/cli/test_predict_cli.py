@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -43,6 +44,14 @@ def test_rank_jsonl_stdin_json_output(tiny_model_dir, capsys, monkeypatch):
     assert [r["rank"] for r in records] == [1, 2, 3]
     assert sorted(r["corpus_id"] for r in records) == [0, 1, 2]
     assert all(r["text"] == PASSAGES[r["corpus_id"]] for r in records)
+
+
+def test_rank_text_output_is_one_line_per_hit_when_passages_hold_line_breaks(tiny_model_dir, tmp_path, capsys):
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["first line\nsecond line", "other\r\npassage"]))
+    code, out, _ = run(["rank", "-m", tiny_model_dir, "-q", "q", path], capsys)
+    assert code == 0
+    assert sorted(line.split("\t", 1)[1] for line in out.splitlines()) == ["first line second line", "other passage"]
 
 
 def test_rank_long_documents_reports_window(tiny_model_dir, tmp_path, capsys):
@@ -159,6 +168,23 @@ def test_entry_point_help_and_exit_code(tmp_path):
     bad = subprocess.run([*exe, "rank", "-m", str(tmp_path / "none"), "-q", "q", "-"], input="p\n",
                          capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.startswith("crossencoder: error:")
+
+
+def test_load_reports_silenced_and_models_skips_the_transformers_import(tmp_path):
+    from crossencoder.testing import minilm_dir
+
+    # The bi-encoder folder loaded as a cross-encoder has no head: transformers reports the missing weights.
+    exe = [sys.executable, "-m", "crossencoder.cli.main"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("TRANSFORMERS_VERBOSITY", None)
+    scored = subprocess.run([*exe, "score", "-m", str(minilm_dir()), "-"], input="a\tb\n", capture_output=True,
+                            text=True, env=env)
+    assert scored.returncode == 0 and scored.stderr == ""
+    verbose = subprocess.run([*exe, "-v", "score", "-m", str(minilm_dir()), "-"], input="a\tb\n",
+                             capture_output=True, text=True, env=env)
+    assert "classifier.weight" in verbose.stderr
+    probe = "import sys; from crossencoder.cli.main import main; main(['models']); print('transformers' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.endswith("False\n")
 
 
 def test_ctrl_c_before_the_command_runs_exits_130(monkeypatch, capsys):

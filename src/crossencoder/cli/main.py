@@ -41,6 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_transformers() -> None:
+    """Silence transformers' load reports ("Some weights were not initialized ...") and bars: noise on a command
+    line. Through the environment while transformers is not imported yet, so that commands which never load a
+    model (``models``, a bad input caught early) do not pay its second-long import; a setting the user exported
+    wins."""
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    else:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line on stderr and exit 1 (set CROSSENCODER_DEBUG=1 for a traceback)."""
     args = None
@@ -50,11 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(levelname)s: %(message)s")
         if not args.verbose:
-            # transformers' load reports ("Some weights were not initialized ...") are noise on a command line.
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.set_verbosity_error()
-            hf_logging.disable_progress_bar()
+            _quiet_transformers()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("crossencoder: interrupted", file=sys.stderr)

@@ -197,7 +197,9 @@ def run_rank(args: argparse.Namespace) -> int:
         if args.json:
             out.write(to_json({"rank": position, **hit}, ensure_ascii=False) + "\n")
         else:
-            out.write(f"{hit['score']:.4f}\t{hit['text']}\n")
+            # One hit per line even when a JSONL passage holds line breaks (--json keeps the text exact).
+            text = " ".join(hit["text"].splitlines())
+            out.write(f"{hit['score']:.4f}\t{text}\n")
     return 0
 
 
