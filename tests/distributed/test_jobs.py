@@ -249,3 +249,24 @@ def test_jsonl_schema_is_not_the_first_line_alone(local_ray, tiny_model_dir, tmp
     out = pd.read_parquet(tmp_path / "out").sort_values("row")
     assert out["row"].tolist() == [1, 2, 3, 4] and out["id"].tolist() == ["p1", "p2", "p3", "p4"]
     assert [r["row"] for r in result.bad_rows] == [0]
+
+
+def test_a_muted_ray_logger_stays_muted_through_import_and_init(monkeypatch):
+    # Importing Ray Data resets the "ray.data" level (a fresh interpreter: this one imported it already).
+    probe = ("import logging; logging.getLogger('ray.data').setLevel(logging.ERROR); "
+             "from crossencoder.distributed.jobs import _import_ray; _import_ray(); "
+             "print(logging.getLogger('ray.data').level)")
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(logging.ERROR)
+
+    from crossencoder.distributed import jobs
+
+    calls = []
+    fake_ray = type("FakeRay", (), {"init": staticmethod(lambda **kwargs: calls.append(kwargs))})
+    monkeypatch.setattr(logging.getLogger("ray"), "level", logging.ERROR)
+    jobs._start_ray(fake_ray, None, 1, 1)
+    monkeypatch.setattr(logging.getLogger("ray"), "level", logging.NOTSET)
+    jobs._start_ray(fake_ray, "auto", 1, 1)
+    assert [c["logging_level"] for c in calls] == [logging.ERROR, logging.WARNING]

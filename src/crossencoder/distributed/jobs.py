@@ -68,12 +68,21 @@ class JobResult:
         return self.output_dir / ERRORS_FILE if self.bad_rows else None
 
 
+_RAY_LOGGERS = ("ray", "ray.data")
+
+
 def _import_ray() -> Any:
+    # Importing Ray Data configures its loggers, resetting a level the caller chose for them (the CLI mutes
+    # Ray's notices unless --verbose): keep that level.
+    levels = {name: logging.getLogger(name).level for name in _RAY_LOGGERS}
     try:
         import ray
         import ray.data  # noqa: F401
     except ImportError:
         raise RayNotInstalledError() from None
+    for name, level in levels.items():
+        if level != logging.NOTSET:
+            logging.getLogger(name).setLevel(level)
     return ray
 
 
@@ -286,12 +295,14 @@ def _model_identity(model: Any, model_kwargs: dict[str, Any] | None) -> dict[str
 
 
 def _start_ray(ray: Any, address: str | None, num_workers: int, num_cpus_per_worker: float) -> None:
+    # ray.init sets the "ray" logger's level: WARNING, or the stricter level the caller gave that logger.
+    level = max(logging.WARNING, logging.getLogger("ray").level)
     if address is not None:
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=level)
         return
     # A local Ray sized so the whole pool fits even when it oversubscribes the cores (then it is just slower).
     num_cpus = max(os.cpu_count() or 1, math.ceil(num_workers * num_cpus_per_worker))
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=level)
 
 
 def _id_type(schema: pa.Schema, id_column: str | None) -> pa.DataType | None:
