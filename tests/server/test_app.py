@@ -300,6 +300,16 @@ def test_auth_accepts_lowercase_scheme_and_probes_are_open(server):
     ("/predict", b'{"inputs": ["a", "b"], "pairs": [["a", "b"]]}', 422, "validation", "either `pairs` or"),
     ("/predict", b'{}', 422, "validation", "either `pairs` or"),
     ("/nowhere", b"{}", 404, "not_found", "Not Found"),
+    # Valid JSON, but a lone surrogate is not text: the tokenizer (and the UTF-8 answer) cannot take it.
+    ("/rerank", b'{"query": "q", "texts": ["a", "b\\ud800"]}', 422, "validation", "texts[1] is not valid Unicode"),
+    ("/rerank", b'{"query": "x\\udfff", "texts": ["a"]}', 422, "validation", "query"),
+    ("/predict", b'{"inputs": ["a", "\\udc00"]}', 422, "validation", "inputs[1] is not valid Unicode"),
+    ("/v1/rerank", b'{"query": "q", "return_documents": true, "documents": [{"text": "a", "m": {"\\ud800": 1}}]}',
+     422, "validation", "documents[0] is not valid Unicode"),
+    # Bodies json.loads cannot take (bad UTF-8, nesting deeper than Python's recursion limit) are malformed JSON too.
+    ("/rerank", b'{"query": "q", "texts": ["a\xff"]}', 400, "malformed_json", "malformed JSON body: 'utf-8' codec"),
+    ("/rerank", b'{"query": "q", "texts": ["a"], "x": ' + b"[" * 5_000 + b"]" * 5_000 + b"}", 400,
+     "malformed_json", "malformed JSON body: maximum recursion depth"),
 ])
 def test_bad_input_gets_documented_status(server, path, content, status, error_type, fragment):
     headers = {**AUTH, "Content-Type": "application/json"}
@@ -401,3 +411,30 @@ def test_cors_is_off_by_default_and_on_when_asked(server, tiny_model):
         sdk = httpx.options(live.url + "/rerank", headers={**preflight, "Access-Control-Request-Headers":
                                                            "authorization,content-type,x-client-name"})
         assert sdk.status_code == 200
+
+
+def test_the_app_works_mounted_under_a_prefix(tiny_model):
+    from fastapi import FastAPI
+
+    from crossencoder.server import ServerSettings, create_app
+    from server_helpers import LiveServer
+
+    rerank_app = create_app(tiny_model, ServerSettings(api_key=API_KEY))
+    unstarted = FastAPI()
+    unstarted.mount("/api", rerank_app)
+    live = LiveServer(unstarted).start()
+    try:  # a parent that does not run the mounted app's lifespan gets told what is missing
+        response = post(live, "/api/rerank", {"query": QUERY, "texts": DOCS})
+        assert response.status_code == 503 and "lifespan" in response.json()["error"]
+    finally:
+        live.stop()
+    parent = FastAPI(lifespan=lambda _: rerank_app.router.lifespan_context(rerank_app))  # as docs/server.md
+    parent.mount("/api", rerank_app)
+    live = LiveServer(parent).start()
+    try:
+        assert httpx.get(live.url + "/api/health").status_code == 200  # probes stay open under a prefix
+        assert post(live, "/api/rerank", {"query": QUERY, "texts": DOCS}).status_code == 200
+        metrics = httpx.get(live.url + "/api/metrics", headers=AUTH).text
+        assert _metric(metrics, 'crossencoder_requests_total{endpoint="/rerank",status="200"}') == 1
+    finally:
+        live.stop()

@@ -4,6 +4,7 @@ racing the model)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 
@@ -209,3 +210,70 @@ def test_model_failure_is_a_500_json_error_and_server_survives(tiny_model):
         assert response.json() == {"error": "internal server error", "error_type": "internal",
                                    "detail": "internal server error"}
         assert httpx.post(live.url + "/rerank", json=rerank_body(2)).status_code == 200
+
+
+def test_one_bad_request_does_not_fail_the_requests_merged_with_it(tiny_model):
+    class Picky(GatedModel):
+        def logits_with_token_counts(self, pairs, **kwargs):
+            if any(text == "poison" for _, text in pairs):
+                self.calls.append(len(pairs))
+                raise RuntimeError("the tokenizer choked")
+            return super().logits_with_token_counts(pairs, **kwargs)
+
+    async def main():
+        model = Picky(tiny_model)
+        batcher = MicroBatcher(model, max_wait_ms=0)
+        await batcher.start()
+        busy = asyncio.create_task(batcher.submit([("q", "a")]))
+        await asyncio.to_thread(model.entered.wait, 10)
+        good = asyncio.create_task(batcher.submit([("q", "b"), ("q", "c")]))
+        bad = asyncio.create_task(batcher.submit([("q", "poison")]))
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        outcomes = await asyncio.gather(busy, good, bad, return_exceptions=True)
+        await batcher.stop()
+        return model, outcomes
+
+    model, (busy, good, bad) = asyncio.run(main())
+    assert model.calls == [1, 3, 2, 1]  # the merged call failed; each request was then scored on its own
+    expected = tiny_model.predict([("q", "b"), ("q", "c")], activation_fn=lambda x: x)
+    assert good.logits[:, 0].tolist() == pytest.approx(list(expected), abs=1e-5)
+    assert isinstance(bad, RuntimeError) and busy.logits.shape == (1, 1)
+
+
+def _metric_value(url: str, name: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_a_client_that_disconnects_while_queued_costs_no_model_time(tiny_model):
+    model = GatedModel(tiny_model)
+    with live_server(model) as live:
+        first = threading.Thread(target=httpx.post, args=(live.url + "/rerank",),
+                                 kwargs={"json": rerank_body(1), "timeout": 30})
+        first.start()
+        assert model.entered.wait(10)
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
+            httpx.post(live.url + "/rerank", json=rerank_body(3), timeout=1)
+        gone = 'crossencoder_requests_total{endpoint="/rerank",status="499"}'
+        wait_for(lambda: _metric_value(live.url, gone) == 1)
+        model.gate.set()
+        first.join(30)
+        assert httpx.post(live.url + "/rerank", json=rerank_body(5), timeout=30).status_code == 200
+        assert model.calls == [1, 5]  # the abandoned request never reached the model
+        errors = 'crossencoder_request_errors_total{endpoint="/rerank",error_type="client_disconnected"}'
+        assert _metric_value(live.url, errors) == 1
+
+
+def test_a_client_that_disconnects_mid_upload_is_not_counted_as_a_server_error(tiny_model):
+    with live_server(tiny_model) as live:
+        host, port = live.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(b"POST /rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{\"query\": ")
+            time.sleep(0.2)
+        label = 'crossencoder_requests_total{endpoint="/rerank",status="%s"}'
+        wait_for(lambda: _metric_value(live.url, label % "499") == 1)
+        assert _metric_value(live.url, label % "500") == 0

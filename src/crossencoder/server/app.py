@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
 # Documented error answers of the scoring endpoints (shown in the OpenAPI docs).
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -93,7 +96,9 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
         settings: Limits, batching, auth and CORS (defaults: :class:`ServerSettings`).
 
     Returns:
-        The ASGI app; serve it with uvicorn (``crossencoder serve`` does).
+        The ASGI app; serve it with uvicorn (``crossencoder serve`` does). Its lifespan starts the model worker:
+        to mount it in another app, have the parent run it,
+        ``FastAPI(lifespan=lambda _: app.router.lifespan_context(app)).mount("/rerank-api", app)``.
 
     Example:
         >>> import uvicorn
@@ -129,8 +134,9 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
     app.state.metrics = metrics
 
     # ------------------------------------------------------------------ helpers
-    def check_limits(texts: list[str], n_items: int, what: str, name_of: Callable[[int], str]) -> None:
-        """413 for more than ``max_documents`` items or an over-long text (``name_of(i)`` names ``texts[i]``)."""
+    def check_texts(texts: list[str], n_items: int, what: str, name_of: Callable[[int], str]) -> None:
+        """413 for more than ``max_documents`` items or an over-long text, 422 for a text that is not valid
+        Unicode (``name_of(i)`` names ``texts[i]``)."""
         if n_items > settings.max_documents:
             raise ApiError(413, f"too many {what}: {n_items}; the limit is {settings.max_documents} per request",
                            "payload_too_large")
@@ -138,14 +144,18 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
             if len(text) > settings.max_document_chars:
                 raise ApiError(413, f"{name_of(i)} has {len(text)} characters; the limit is "
                                     f"{settings.max_document_chars}", "payload_too_large")
+            # JSON allows escaped lone surrogates ("\ud800"); the tokenizer would fail on them mid-batch.
+            if surrogate := _LONE_SURROGATE.search(text):
+                raise ApiError(422, f"{name_of(i)} is not valid Unicode: it holds a lone surrogate "
+                                    f"{surrogate.group()!a}", "validation")
 
     async def logits_for(pairs: list[tuple[str, str]]) -> Scored:
         try:
             return await asyncio.wait_for(batcher.submit(pairs), settings.request_timeout)
         except QueueFullError as exc:
             raise ApiError(429, f"server busy: {exc}; retry later", "overloaded", retry) from None
-        except ShuttingDownError:
-            raise ApiError(503, "the server is shutting down", "unavailable", retry) from None
+        except ShuttingDownError as exc:
+            raise ApiError(503, str(exc), "unavailable", retry) from None
         except asyncio.TimeoutError:
             raise ApiError(504, f"not scored within the request timeout of {settings.request_timeout:g} s",
                            "timeout") from None
@@ -167,7 +177,7 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
         if model.num_labels != 1:
             raise ApiError(400, f"this model is a classifier with {model.num_labels} labels; rerank needs a "
                                 "1-label model: use POST /predict", "validation")
-        check_limits([query, *texts], len(texts), field, lambda i: f"{field}[{i - 1}]" if i else "the query")
+        check_texts([query, *texts], len(texts), field, lambda i: f"{field}[{i - 1}]" if i else "the query")
         scored = await logits_for([(query, text) for text in texts])
         scores = activate(scored.logits, raw)[:, 0].tolist()
         # Best first; equal scores keep input order and NaN goes last, exactly like CrossEncoder.rank().
@@ -225,7 +235,7 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
               summary="Score or classify sentence pairs (this server's `pairs` or TEI's `inputs`)")
     async def predict(body: PredictRequest) -> Any:
         pairs = body.pair_list()
-        check_limits([text for pair in pairs for text in pair], len(pairs), "pairs", body.text_name)
+        check_texts([text for pair in pairs for text in pair], len(pairs), "pairs", body.text_name)
         logits = (await logits_for(with_swapped(pairs) if body.symmetric else pairs)).logits
         if body.symmetric:
             logits = average_orders(logits)
@@ -308,6 +318,10 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI's answer to a body json.loads cannot take beyond a syntax error (not UTF-8, nested deeper
+            # than Python's recursion limit): its own message does not say what is wrong.
+            return error(request, 400, f"malformed JSON body: {exc.__cause__}", "malformed_json")
         kinds = {404: "not_found", 405: "method_not_allowed"}
         return error(request, exc.status_code, str(exc.detail), kinds.get(exc.status_code, "http"),
                      getattr(exc, "headers", None))

@@ -48,7 +48,8 @@ class MicroBatcher:
     pairs, and scores them with a single ``CrossEncoder.predict`` call, which sorts all pairs by length into
     token-budget batches. The call runs on a dedicated thread so the event loop keeps serving HTTP; while it runs,
     new requests queue up and form the next merged call. Each request gets back its own slice of raw logits and
-    its token count (for the ``usage`` of rerank answers).
+    its token count (for the ``usage`` of rerank answers). When a merged call fails, each of its requests is
+    scored again on its own, so a request the model cannot take fails alone.
 
     Args:
         model: A loaded :class:`~crossencoder.CrossEncoder`.
@@ -136,7 +137,10 @@ class MicroBatcher:
             QueueFullError: the queue is full.
             ShuttingDownError: the batcher is not running.
         """
-        if not self._accepting or self._queue is None:
+        if self._queue is None:
+            raise ShuttingDownError("the model worker has not started: the app's lifespan must run (an app mounted "
+                                    "in another one needs the parent to run it; see create_app)")
+        if not self._accepting:
             raise ShuttingDownError("the server is shutting down")
         job = _Job(pairs, asyncio.get_running_loop().create_future())
         try:
@@ -175,33 +179,41 @@ class MicroBatcher:
 
     async def _run(self) -> None:
         assert self._queue is not None
-        loop = asyncio.get_running_loop()
         while True:
             jobs = await self._collect()
             try:
-                # Requests that timed out or were abandoned while queued cost nothing.
-                live = [job for job in jobs if not job.future.done()]
-                if live:
-                    pairs = [pair for job in live for pair in job.pairs]
-                    started = time.perf_counter()
-                    try:
-                        logits, tokens = await loop.run_in_executor(self._executor, self._score, pairs)
-                    except Exception as exc:  # noqa: BLE001 - every waiting request must learn about the failure
-                        logger.exception("Model call on %d pairs failed", len(pairs))
-                        for job in live:
-                            if not job.future.done():
-                                job.future.set_exception(exc)
-                        continue
-                    self._record_batch(len(pairs), len(live), time.perf_counter() - started)
-                    offset = 0
-                    for job in live:
-                        part = slice(offset, offset + len(job.pairs))
-                        offset += len(job.pairs)
-                        if not job.future.done():
-                            job.future.set_result(Scored(logits[part], sum(tokens[part])))
+                await self._score_jobs(jobs)
             finally:
                 for _ in jobs:
                     self._queue.task_done()
+
+    async def _score_jobs(self, jobs: list[_Job]) -> None:
+        """Score the jobs' pairs in one model call and hand each job its slice (or the call's error)."""
+        # Requests that timed out or were abandoned while queued cost nothing.
+        jobs = [job for job in jobs if not job.future.done()]
+        if not jobs:
+            return
+        pairs = [pair for job in jobs for pair in job.pairs]
+        started = time.perf_counter()
+        try:
+            logits, tokens = await asyncio.get_running_loop().run_in_executor(self._executor, self._score, pairs)
+        except Exception as exc:  # noqa: BLE001 - every waiting request must learn about the failure
+            if len(jobs) > 1:
+                # One request's input (say, text the tokenizer rejects) must not fail the requests merged with it.
+                for job in jobs:
+                    await self._score_jobs([job])
+                return
+            logger.exception("Model call on %d pairs failed", len(pairs))
+            if not jobs[0].future.done():
+                jobs[0].future.set_exception(exc)
+            return
+        self._record_batch(len(pairs), len(jobs), time.perf_counter() - started)
+        offset = 0
+        for job in jobs:
+            part = slice(offset, offset + len(job.pairs))
+            offset += len(job.pairs)
+            if not job.future.done():
+                job.future.set_result(Scored(logits[part], sum(tokens[part])))
 
     def _score(self, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, list[int]]:
         """Raw logits ``[n, num_labels]`` and per-pair token counts (runs on the worker thread)."""

@@ -6,6 +6,7 @@ a buffered body, and every answer (errors included) is counted.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -51,6 +52,12 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+def route_path(scope: Scope) -> str:
+    """The request path inside this app: without the prefix (``root_path``) it is mounted or proxied under."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return (path[len(root):] or "/") if root and path.startswith(root) else path
+
+
 def _header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
@@ -81,7 +88,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            endpoint = endpoint_label(scope["path"])
+            endpoint = endpoint_label(route_path(scope))
             self.metrics.requests.labels(endpoint, str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
             if status >= 400:
@@ -102,7 +109,7 @@ class ConcurrencyLimitMiddleware:
         self.active = 0  # only touched on the event loop: no lock needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNCOUNTED_PATHS:
+        if scope["type"] != "http" or route_path(scope) in UNCOUNTED_PATHS:
             await self.app(scope, receive, send)
             return
         if self.active >= self.max_requests:
@@ -124,7 +131,7 @@ class ApiKeyMiddleware:
         self.key = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or route_path(scope) in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         scheme, _, token = (_header(scope, b"authorization") or b"").partition(b" ")
@@ -138,10 +145,13 @@ class ApiKeyMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Reject bodies over ``max_bytes`` with 413 before they are parsed.
+    """Reject bodies over ``max_bytes`` with 413 before they are parsed, and stop work for clients that left.
 
     A declared ``Content-Length`` over the limit is rejected without reading the body; otherwise the body is read
-    (at most ``max_bytes`` are buffered, so chunked uploads cannot grow memory) and handed on to the app.
+    (at most ``max_bytes`` are buffered, so chunked uploads cannot grow memory) and handed on to the app. While the
+    app works, the connection is watched: a client that disconnects before its answer starts has its handling
+    cancelled (a request still queued for the model is dropped). Both disconnects are counted with nginx's status
+    499 (client closed request), not as server errors.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -162,6 +172,7 @@ class BodyLimitMiddleware:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
+                await _client_left(scope, send)
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
@@ -173,12 +184,43 @@ class BodyLimitMiddleware:
                 break
         body = b"".join(chunks)
         replayed = False
+        answering = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
                 return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+            await asyncio.shield(left)  # `left` owns the connection's receive from here on
+            return {"type": "http.disconnect"}
 
-        await self.app(scope, replay, send)
+        async def send_watched(message: Message) -> None:
+            nonlocal answering
+            answering = answering or message["type"] == "http.response.start"
+            await send(message)
+
+        left = asyncio.ensure_future(_disconnect(receive))
+        handling = asyncio.ensure_future(self.app(scope, replay, send_watched))
+        try:
+            await asyncio.wait((left, handling), return_when=asyncio.FIRST_COMPLETED)
+            # The server also reports a disconnect once the answer is complete: only one before it counts.
+            if not handling.done() and not answering:
+                handling.cancel()
+                await asyncio.gather(handling, return_exceptions=True)
+                await _client_left(scope, send)
+                return
+            await handling
+        finally:
+            left.cancel()
+            handling.cancel()
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Return when the client disconnects (called once the body is read: nothing else arrives before)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _client_left(scope: Scope, send: Send) -> None:
+    # Nobody reads this answer (the server drops it); it records the request as 499, not as a server error.
+    await send_error(scope, send, 499, "the client disconnected before its answer", "client_disconnected")

@@ -6,6 +6,7 @@ Requests ignore fields they do not use (clients send extras such as Cohere's ``m
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
@@ -82,6 +83,10 @@ class CohereRerankRequest(_Request):
                     raise ValueError(f"documents[{i}] needs a string field {name!r}")
             if _depth(doc) > MAX_DOCUMENT_DEPTH:
                 raise ValueError(f"documents[{i}] nests deeper than {MAX_DOCUMENT_DEPTH} levels")
+            try:  # JSON allows escaped lone surrogates ("\ud800"), which no UTF-8 answer can echo back
+                json.dumps(doc, ensure_ascii=False).encode()
+            except UnicodeEncodeError:
+                raise ValueError(f"documents[{i}] is not valid Unicode: it holds a lone surrogate") from None
         return self
 
     def texts(self) -> list[str]:
