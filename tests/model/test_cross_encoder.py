@@ -78,6 +78,8 @@ def test_empty_strings_are_scored(model):
         ([("a", "b"), ("a", "b", "c")], ValueError, "pairs[1]"),
         ([("a", "b"), 5], TypeError, "pairs[1]"),
         ([("a", "b"), ("a", 3)], TypeError, "pairs[1][1]"),
+        # A lone surrogate (bytes decoded with errors="surrogateescape") failed inside the tokenizer, unnamed.
+        ([("a", "b"), ("a", "caf\udce9")], ValueError, "pairs[1][1] is not valid Unicode"),
     ],
 )
 def test_bad_pairs_name_the_index(model, bad, error, index):
@@ -108,6 +110,10 @@ def test_rank_bad_input(model, nli):
         model.rank(None, ["a"])
     with pytest.raises(TypeError, match=r"documents\[1\]"):
         model.rank("q", ["a", 1])
+    with pytest.raises(ValueError, match=r"documents\[1\] is not valid Unicode"):
+        model.rank("q", ["a", "\ud800"])
+    with pytest.raises(ValueError, match="query is not valid Unicode"):
+        model.rank("\ud800", ["a"])
     with pytest.raises(ValueError, match="top_k"):
         model.rank("q", ["a"], top_k=0)
     with pytest.raises(ValueError, match="1-label"):
@@ -279,6 +285,9 @@ def test_invalid_options(tiny_model_dir):
         model.predict(PAIRS, batch_size=0)
     with pytest.raises(TypeError, match="activation_fn must be a callable"):
         model.predict(PAIRS, activation_fn="sigmoid")
+    # The class instead of an instance failed on the first predict inside torch ("takes 1 positional argument").
+    with pytest.raises(TypeError, match=r"Sigmoid\(\), not the class"):
+        CrossEncoder(tiny_model_dir, activation_fn=torch.nn.Sigmoid)
 
 
 def test_sentence_transformers_3_argument_names_still_work(tiny_model_dir):
@@ -422,3 +431,45 @@ def test_oom_splits_batch_and_retries(model, monkeypatch):
     monkeypatch.undo()
     np.testing.assert_allclose(scores, model.predict(PAIRS[:3]), atol=1e-5)
     assert calls[0] == 3 and calls.count(1) == 3
+
+
+def test_predict_from_several_threads_gives_each_thread_its_own_results(tiny_model_dir, monkeypatch):
+    # A fast tokenizer keeps its truncation settings as state: a thread that set "truncate to max_length" could
+    # have its call run with another thread's "no truncation" (or fail inside the tokenizer).
+    import threading
+    import time
+
+    model = CrossEncoder(tiny_model_dir)
+    long_pairs = [("where is the museum island", "berlin " * 300)] * 3
+    short_pairs = PAIRS * 3
+    expected = {id(long_pairs): model.predict(long_pairs), id(short_pairs): model.predict(short_pairs)}
+    set_state = model.tokenizer.set_truncation_and_padding
+
+    def slow_set_state(*args, **kwargs):
+        set_state(*args, **kwargs)
+        time.sleep(0.02)  # widen the gap between setting the state and encoding with it
+
+    monkeypatch.setattr(model.tokenizer, "set_truncation_and_padding", slow_set_state)
+    failures: list[str] = []
+
+    def work(pairs):
+        try:
+            for _ in range(3):
+                np.testing.assert_allclose(model.predict(pairs), expected[id(pairs)], atol=1e-5)
+        except Exception as exc:  # noqa: BLE001 - collected and reported by the main thread
+            failures.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in (long_pairs, short_pairs) * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[0]
+
+
+def test_model_can_be_copied_and_pickled(model):
+    import copy
+    import pickle
+
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        np.testing.assert_allclose(clone.predict(PAIRS), model.predict(PAIRS), atol=1e-6)

@@ -74,3 +74,23 @@ def test_folder_without_tokenizer_files_is_refused(tmp_path, tiny_model_dir):
         shutil.copy(tiny_model_dir / name, folder / name)
     with pytest.raises(ModelNotFoundError, match="no tokenizer files"):
         CrossEncoder(folder)
+
+
+def test_architecture_without_sdpa_with_padding_offset_positions_loads_and_scores_long_pairs(tmp_path):
+    # MPNet has no SDPA attention, and like RoBERTa numbers positions from padding_idx + 1: with a tokenizer that
+    # sets no model_max_length, the window must stop 2 short of max_position_embeddings.
+    import torch
+    from transformers import BertTokenizerFast, MPNetConfig, MPNetForSequenceClassification
+
+    from crossencoder.testing import minilm_dir
+
+    tokenizer = BertTokenizerFast.from_pretrained(minilm_dir())
+    tokenizer.model_max_length = int(1e30)
+    config = MPNetConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=66, num_labels=1)
+    torch.manual_seed(0)
+    MPNetForSequenceClassification(config).save_pretrained(tmp_path / "mpnet")
+    tokenizer.save_pretrained(tmp_path / "mpnet")
+    model = CrossEncoder(tmp_path / "mpnet")
+    assert model.max_length == 64
+    assert np.isfinite(model.predict([("query", "berlin " * 100), ("query", "short")])).all()

@@ -208,9 +208,13 @@ class _LogitsOnly(torch.nn.Module):
         return self.model(**named, return_dict=True).logits
 
 
-def _dummy_inputs(input_names: list[str], batch: int = 2, length: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
+def _dummy_inputs(
+    input_names: list[str], vocab_size: int, batch: int = 2, length: int = 16, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    # Ordinary word ids, clear of the special tokens at the start of most vocabularies, and valid in small ones.
+    high = min(2000, vocab_size)
     generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1000, 2000, (batch, length), generator=generator)
+    ids = torch.randint(min(1000, high // 2), high, (batch, length), generator=generator)
     mask = torch.ones_like(ids)
     mask[1, length // 2:] = 0  # one padded row, so masking is part of what is verified
     values = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
@@ -230,7 +234,7 @@ def _torch_export(
         if switched:
             model.set_attn_implementation("eager")
         model.eval()
-        dummy = _dummy_inputs(input_names)
+        dummy = _dummy_inputs(input_names, model.config.vocab_size)
         axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
         axes["logits"] = {0: "batch"}
         with torch.no_grad(), warnings.catch_warnings():
@@ -272,7 +276,7 @@ def open_session(path: Path, num_threads: int | None = None, providers: list[str
 
 
 def _max_logit_difference(path: Path, model: PreTrainedModel, input_names: list[str]) -> float:
-    dummy = _dummy_inputs(input_names, batch=3, length=24, seed=1)
+    dummy = _dummy_inputs(input_names, model.config.vocab_size, batch=3, length=24, seed=1)
     with torch.no_grad():
         expected = model(**dummy).logits.float().numpy()
     got = open_session(path).run(["logits"], {k: v.numpy() for k, v in dummy.items()})[0]

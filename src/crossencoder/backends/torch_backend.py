@@ -62,17 +62,14 @@ def load_torch_model(
     hub_kwargs: dict[str, Any],
     model_kwargs: dict[str, Any] | None = None,
 ) -> PreTrainedModel:
-    """Load ``AutoModelForSequenceClassification`` weights (safetensors preferred, SDPA attention if supported)."""
-    kwargs: dict[str, Any] = {"attn_implementation": "sdpa", **hub_kwargs, **(model_kwargs or {})}
+    """Load ``AutoModelForSequenceClassification`` weights (safetensors preferred).
+
+    The attention implementation is left to transformers: it picks SDPA where the architecture has it and eager
+    attention elsewhere (asking for SDPA explicitly refuses architectures without it, such as MPNet).
+    """
     try:
-        try:
-            return AutoModelForSequenceClassification.from_pretrained(source, config=config, **kwargs)
-        except ValueError as exc:
-            # Architectures without an SDPA implementation fall back to their default attention.
-            if "sdpa" not in str(exc).lower() or "attn_implementation" in (model_kwargs or {}):
-                raise
-            kwargs.pop("attn_implementation")
-            return AutoModelForSequenceClassification.from_pretrained(source, config=config, **kwargs)
+        return AutoModelForSequenceClassification.from_pretrained(source, config=config, **hub_kwargs,
+                                                                  **(model_kwargs or {}))
     except OSError as exc:
         raise ModelNotFoundError(f"Could not load the weights of {source!r}: {str(exc).splitlines()[0]}") from exc
 

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -185,6 +186,17 @@ class CrossEncoder:
         self.backend_name = backend
         self.backend: Backend = self._make_backend(backend, backend_kwargs or {})
         self._warned_truncation = False
+        # A fast tokenizer keeps its truncation settings as shared state between calls: one thread's settings
+        # would apply to another thread's call, so tokenization is serialised (the model call is not).
+        self._tokenizer_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A lock cannot be copied or pickled (copy.deepcopy, multiprocessing): a copy gets a lock of its own.
+        return {k: v for k, v in self.__dict__.items() if k != "_tokenizer_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._tokenizer_lock = threading.Lock()
 
     # ------------------------------------------------------------------ loading helpers
     @staticmethod
@@ -202,9 +214,11 @@ class CrossEncoder:
     def _position_limit(self) -> int | None:
         """Most tokens the model's position embeddings take, if the config says."""
         limit = getattr(self.config, "max_position_embeddings", None)
-        # RoBERTa-style models reserve two positions for the padding offset.
-        if limit and getattr(self.config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"}:
-            limit -= 2
+        positions = getattr(getattr(self.model.base_model, "embeddings", None), "position_embeddings", None)
+        # RoBERTa-style models (RoBERTa, XLM-R, CamemBERT, MPNet, Longformer...) number positions from
+        # padding_idx + 1, so the first padding_idx + 1 rows of the table are never a token's position.
+        if limit and isinstance(positions, torch.nn.Embedding) and positions.padding_idx is not None:
+            limit -= positions.padding_idx + 1
         return limit
 
     @property
@@ -323,6 +337,10 @@ class CrossEncoder:
         """Tokenize pairs without padding, truncating over-long ones (passage cut, query kept when it fits)."""
         if not pairs:
             return []
+        with self._tokenizer_lock:
+            return self._encode_unlocked(pairs)
+
+    def _encode_unlocked(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, list[int]]]:
         firsts = [a for a, _ in pairs]
         seconds = [b for _, b in pairs]
         full = self.tokenizer(firsts, seconds, truncation=False, padding=False, verbose=False)
@@ -615,9 +633,10 @@ class CrossEncoder:
                 as in :meth:`predict`.
             long_documents: None truncates passages longer than the window. ``"max"``, ``"mean"`` or ``"first"``
                 splits them into overlapping token windows (the query repeated in each), scores every window and
-                aggregates per document; results then gain ``window`` (index of the best window) and
-                ``window_span`` (its ``(start, end)`` character offsets in the document).
-            stride: Tokens shared by consecutive windows (default: ``max_length // 8``, at most 64).
+                aggregates per document; results then gain ``window`` (index of the best window; the opening
+                one for ``"first"``) and ``window_span`` (its ``(start, end)`` character offsets in the document).
+            stride: Tokens shared by consecutive windows (default: ``max_length // 8``, at most 64 and at most half
+                of the tokens the query leaves to the passage).
             **kwargs: sentence-transformers' names, so its calls run unchanged: ``activation_fct=`` for
                 ``activation_fn``; ``num_workers=``, ``convert_to_numpy=`` and ``convert_to_tensor=`` (no effect on
                 the list of dicts returned).
@@ -650,7 +669,8 @@ class CrossEncoder:
             logits, _ = self._score([(query, d) for d in docs], batch_size, max_batch_tokens, show_progress_bar)
             scores = self._apply_activation(logits, activation_fn, apply_softmax, calibrated).numpy()
         elif long_documents is not None:
-            windows = split_into_windows(self.tokenizer, query, docs, self.max_length, stride)
+            with self._tokenizer_lock:
+                windows = split_into_windows(self.tokenizer, query, docs, self.max_length, stride)
             if windows.encodings:
                 with self._progress(len(windows.encodings), batch_size, show_progress_bar) as bar:
                     logits = self._logits(windows.encodings, batch_size, max_batch_tokens, bar)
@@ -822,6 +842,8 @@ def _st_version_tag() -> str:
 
 
 def _checked_activation(fn: Callable | None) -> None:
-    """Reject a non-callable ``activation_fn`` up front (else it fails as "'str' object is not callable")."""
+    """Reject a non-callable ``activation_fn``, or a class, up front (else the first predict fails inside torch)."""
     if fn is not None and not callable(fn):
         raise TypeError(f"activation_fn must be a callable such as torch.nn.Sigmoid() or None, got {type(fn).__name__}.")
+    if isinstance(fn, type):  # calling the class would build a module from the logits
+        raise TypeError(f"activation_fn takes an instance such as {fn.__name__}(), not the class {fn.__name__}.")

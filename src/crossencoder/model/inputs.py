@@ -3,6 +3,7 @@ orders of symmetric scoring."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,24 @@ import numpy as np
 
 if TYPE_CHECKING:
     import torch
+
+
+# Lone surrogates ("\ud800": JSON escapes, bytes decoded with errors="surrogateescape") are not valid Unicode; the
+# tokenizer fails on them with "TextInputSequence must be str", naming neither the text nor the problem.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_problem(text: str, name: str) -> str | None:
+    """Why ``text`` (called ``name`` in the message) is not valid Unicode, or None when it is."""
+    if text.isascii():  # O(1) in CPython: ASCII texts are not scanned
+        return None
+    surrogate = _LONE_SURROGATE.search(text)
+    return f"{name} is not valid Unicode: it holds a lone surrogate {surrogate.group()!a}" if surrogate else None
+
+
+def _check_unicode(text: str, name: str) -> None:
+    if problem := unicode_problem(text, name):
+        raise ValueError(problem + ".")
 
 
 def is_single_pair(pairs: Any) -> bool:
@@ -39,7 +58,7 @@ def validate_pairs(pairs: Any) -> list[tuple[str, str]]:
 
     Raises:
         TypeError: ``pairs`` is not a collection of pairs, or an element is not a pair of strings.
-        ValueError: a pair does not have exactly two texts.
+        ValueError: a pair does not have exactly two texts, or a text is not valid Unicode.
     """
     items = _as_list(pairs)
     if items is None:
@@ -56,6 +75,7 @@ def validate_pairs(pairs: Any) -> list[tuple[str, str]]:
         for j, text in enumerate((a, b)):
             if not isinstance(text, str):
                 raise TypeError(f"pairs[{i}][{j}] must be a str, got {type(text).__name__}.")
+            _check_unicode(text, f"pairs[{i}][{j}]")
         out.append((a, b))
     return out
 
@@ -66,15 +86,18 @@ def validate_documents(query: Any, documents: Any) -> list[str]:
 
     Raises:
         TypeError: the query is not a string, or a document is not a string.
+        ValueError: the query or a document is not valid Unicode (a lone surrogate).
     """
     if not isinstance(query, str):
         raise TypeError(f"query must be a str, got {type(query).__name__}.")
+    _check_unicode(query, "query")
     docs = _as_list(documents)
     if docs is None:
         raise TypeError(f"documents must be a list of str, got {type(documents).__name__}.")
     for i, doc in enumerate(docs):
         if not isinstance(doc, str):
             raise TypeError(f"documents[{i}] must be a str, got {type(doc).__name__}.")
+        _check_unicode(doc, f"documents[{i}]")
     return list(docs)
 
 

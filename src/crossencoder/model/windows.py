@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -33,28 +33,59 @@ def default_stride(max_length: int) -> int:
     return max(1, min(64, max_length // 8))
 
 
-def _token_windows(offsets: Sequence[tuple[int, int]], room: int, stride: int) -> list[tuple[int, int]]:
-    """Token ranges ``[start, end)`` of at most ``room`` tokens, overlapping by at least ``stride`` tokens.
+def _word_start(doc: str, offsets: Sequence[tuple[int, int]], i: int, floor: int) -> int:
+    """Token ``i`` moved back (not below ``floor``) to the first token of its word; ``i`` if no word start is found.
 
-    Window starts are moved back to word starts where possible: a window that began inside a word ("##ing") would
-    tokenize differently on its own. Ends need no such care (greedy sub-word tokenizers cut a word's prefix the same
-    way), so the first window equals plain truncation.
+    A window that began inside a word ("##ing", "lin") would tokenize that tail as a word of its own. A token begins
+    a word when text it does not cover precedes it (WordPiece, byte-level BPE) or when it carries its own leading
+    space (SentencePiece's "▁word").
     """
-    n = len(offsets)
+    j = i
+    while j > floor and offsets[j][0] <= offsets[j - 1][1] and not doc[offsets[j][0]:offsets[j][0] + 1].isspace():
+        j -= 1
+    return j if j > floor else i
 
-    def word_start(i: int, floor: int) -> int:
-        j = i
-        while j > floor and offsets[j][0] == offsets[j - 1][1]:  # no gap before token j: it continues a word
-            j -= 1
-        return j if j > floor else i
 
-    ranges, start = [], 0
+def _char_span(offsets: Sequence[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
+    """Character offsets of tokens ``[start, end)``; ``(0, 0)`` for a document without tokens."""
+    return (offsets[start][0], offsets[end - 1][1]) if offsets else (0, 0)
+
+
+def _spans(
+    doc: str,
+    offsets: Sequence[tuple[int, int]],
+    room: int,
+    stride: int,
+    excess: Callable[[tuple[int, int]], int] = lambda span: 0,
+) -> list[tuple[int, int]]:
+    """Character spans of windows of at most ``room`` tokens of ``doc``, overlapping by at least ``stride`` tokens.
+
+    ``excess(span)`` is how many tokens too long the window of ``span`` is once tokenized as a pair: a window is
+    shrunk until that is 0, and the next one starts ``stride`` tokens before its end.
+    """
+    spans: list[tuple[int, int]] = []
+    n, start = len(offsets), 0
     while True:
         end = min(start + room, n)
-        ranges.append((start, end))
+        while end - start > 1 and (over := excess(_char_span(offsets, start, end))) > 0:
+            end = max(start + 1, end - over)
+        spans.append(_char_span(offsets, start, end))
         if end >= n:
-            return ranges
-        start = word_start(end - stride, start + 1)
+            return spans
+        # A shrunk window may hold fewer than stride + 1 tokens: still move on by at least one token.
+        start = _word_start(doc, offsets, max(end - stride, start + 1), start + 1)
+
+
+def _encode(
+    tokenizer: PreTrainedTokenizerBase, query: str, texts: list[str], max_length: int | None
+) -> list[dict[str, list[int]]]:
+    """Unpadded (query, text) encodings; truncated to ``max_length`` when given."""
+    if not texts:
+        return []
+    truncation = {"truncation": "only_second", "max_length": max_length} if max_length else {}
+    enc = tokenizer([query] * len(texts), texts, padding=False, verbose=False, **truncation)
+    keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
+    return [{k: enc[k][w] for k in keys} for w in range(len(texts))]
 
 
 def split_into_windows(
@@ -74,7 +105,8 @@ def split_into_windows(
         query: The query, kept whole in every window.
         documents: The passages.
         max_length: Tokens per window, special tokens included.
-        stride: Overlap in tokens between consecutive windows (default :func:`default_stride`).
+        stride: Overlap in tokens between consecutive windows (default :func:`default_stride`, at most half the
+            tokens the query leaves to the passage).
 
     Returns:
         The windows in document order.
@@ -82,7 +114,6 @@ def split_into_windows(
     Raises:
         ValueError: the query leaves no room for the passage, or ``stride`` is negative / too large.
     """
-    stride = default_stride(max_length) if stride is None else stride
     query_tokens = len(tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"])
     room = max_length - query_tokens - tokenizer.num_special_tokens_to_add(pair=True)
     if room < 8:
@@ -90,6 +121,9 @@ def split_into_windows(
             f"The query is {query_tokens} tokens long and leaves {room} tokens of the {max_length}-token window "
             "for the passage; shorten the query or use long_documents=None (truncation)."
         )
+    if stride is None:
+        # Half the room at most: a long query leaves less of the window to the passage.
+        stride = min(default_stride(max_length), room // 2)
     if stride < 0 or stride >= room:
         raise ValueError(f"stride must be between 0 and {room - 1} tokens for this query, got {stride}.")
     windows = Windows()
@@ -101,16 +135,24 @@ def split_into_windows(
     # verbose=False: documents longer than the window are the point here, not a problem to warn about.
     offsets = tokenizer(list(documents), add_special_tokens=False, return_offsets_mapping=True,
                         verbose=False)["offset_mapping"]
-    texts: list[str] = []
-    for d, (doc, doc_offsets) in enumerate(zip(documents, offsets)):
-        for start, end in _token_windows(doc_offsets, room, stride):
-            span = (doc_offsets[start][0], doc_offsets[end - 1][1]) if doc_offsets else (0, 0)
-            windows.doc_index.append(d)
-            windows.spans.append(span)
-            texts.append(doc[span[0]:span[1]])
-    enc = tokenizer([query] * len(texts), texts, truncation="only_second", max_length=max_length, padding=False)
-    keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
-    windows.encodings = [{k: enc[k][w] for k in keys} for w in range(len(texts))]
+    spans = [_spans(doc, doc_offsets, room, stride) for doc, doc_offsets in zip(documents, offsets)]
+    flat = iter(_encode(tokenizer, query, [doc[a:b] for doc, doc_spans in zip(documents, spans)
+                                           for a, b in doc_spans], None))
+    encodings = [[next(flat) for _ in doc_spans] for doc_spans in spans]
+    for d, doc in enumerate(documents):
+        if any(len(e["input_ids"]) > max_length for e in encodings[d]):
+            # On its own a slice can take more tokens than inside the document (a byte-level BPE word without its
+            # leading space, a SentencePiece word given one). Cut again, shrinking each window until its pair
+            # fits, so that no token of a reported span is truncated away.
+            def excess(span: tuple[int, int], doc: str = doc) -> int:
+                return len(tokenizer(query, doc[span[0]:span[1]], verbose=False)["input_ids"]) - max_length
+
+            spans[d] = _spans(doc, offsets[d], room, stride, excess)
+            encodings[d] = _encode(tokenizer, query, [doc[a:b] for a, b in spans[d]], max_length)
+    for d, (doc_spans, doc_encodings) in enumerate(zip(spans, encodings)):
+        windows.doc_index.extend([d] * len(doc_spans))
+        windows.spans.extend(doc_spans)
+        windows.encodings.extend(doc_encodings)
     return windows
 
 
@@ -127,7 +169,7 @@ def aggregate(
 
     Returns:
         ``(document_scores, best_window)``: the aggregated scores and, per document, the index (within that
-        document) of its highest-scoring window.
+        document) of the window its score comes from: the opening one for ``first``, else the highest-scoring.
     """
     if how not in AGGREGATIONS:
         raise ValueError(f"Unknown aggregation {how!r}: use one of {', '.join(AGGREGATIONS)}.")
@@ -136,4 +178,4 @@ def aggregate(
         raise ValueError(f"Expected windows for {num_docs} documents, got {len(groups)}.")
     reduce = {"max": np.max, "mean": np.mean, "first": lambda g: g[0]}[how]
     doc_scores = np.array([reduce(g) for g in groups], dtype=np.float32)
-    return doc_scores, [int(np.argmax(g)) for g in groups]
+    return doc_scores, [0 if how == "first" else int(np.argmax(g)) for g in groups]

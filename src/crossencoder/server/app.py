@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crossencoder import __version__
-from crossencoder.model.inputs import average_orders, with_swapped
+from crossencoder.model.inputs import average_orders, unicode_problem, with_swapped
 from crossencoder.model.ranking import best_first
 from crossencoder.server.batcher import MicroBatcher, QueueFullError, Scored, ShuttingDownError
 from crossencoder.server.metrics import Metrics
@@ -52,8 +51,6 @@ if TYPE_CHECKING:
     from crossencoder.model.cross_encoder import CrossEncoder
 
 logger = logging.getLogger(__name__)
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Documented error answers of the scoring endpoints (shown in the OpenAPI docs).
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -144,10 +141,9 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
             if len(text) > settings.max_document_chars:
                 raise ApiError(413, f"{name_of(i)} has {len(text)} characters; the limit is "
                                     f"{settings.max_document_chars}", "payload_too_large")
-            # JSON allows escaped lone surrogates ("\ud800"); the tokenizer would fail on them mid-batch.
-            if surrogate := _LONE_SURROGATE.search(text):
-                raise ApiError(422, f"{name_of(i)} is not valid Unicode: it holds a lone surrogate "
-                                    f"{surrogate.group()!a}", "validation")
+            # JSON allows escaped lone surrogates ("\ud800"): refused here, before they join a merged model call.
+            if problem := unicode_problem(text, name_of(i)):
+                raise ApiError(422, problem, "validation")
 
     async def logits_for(pairs: list[tuple[str, str]]) -> Scored:
         try:
