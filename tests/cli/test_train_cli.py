@@ -64,6 +64,19 @@ def test_train_classification_sets_label_names(tiny_model_dir, tmp_path, capsys)
     assert model.id2label == {0: "contradiction", 1: "entailment", 2: "neutral"}
 
 
+def test_fine_tuning_a_classifier_on_some_of_its_classes_keeps_its_head(tiny_nli_model_dir, tmp_path, capsys):
+    rows = [("a man eats", "someone eats", "entailment"), ("a man eats", "the man is tall", "Neutral")] * 2
+    train = write_tsv(tmp_path / "nli.tsv", rows)
+    code, _, err = run(["train", "-m", tiny_nli_model_dir, "--train", train, "-o", tmp_path / "run",
+                        "--max-steps", 1, "--batch-size", 4, "--lr", 1e-9], capsys)
+    assert code == 0, err
+    # Not a fresh 2-class head: the model still knows "contradiction", and its trained head is the one trained on.
+    model = CrossEncoder(tmp_path / "run" / "final")
+    assert model.id2label == {0: "contradiction", 1: "entailment", 2: "neutral"}
+    before = CrossEncoder(tiny_nli_model_dir).model.classifier.weight
+    assert torch.allclose(model.model.classifier.weight, before, atol=1e-6)
+
+
 def test_train_ranking_from_config_file_with_flag_override(tiny_model_dir, tmp_path, capsys):
     rows = [{"query": "cats", "positive": "a cat purrs", "negatives": ["stocks fell"]},
             {"query": "dogs", "documents": ["a dog barks", "rain"], "labels": [1, 0]}]
@@ -271,3 +284,10 @@ def test_eval_task_ranking_takes_mined_pairs(tiny_model_dir, tmp_path, capsys):
     assert code == 0, err
     result = json.loads(out)
     assert result["task"] == "ranking" and 0.5 <= result["metrics"]["mrr@10"] <= 1.0
+
+
+def test_class_names_mixed_with_numbers_are_refused(tiny_model_dir, tmp_path, capsys):
+    # "1" would be read as class id 1 (here "entailment"), while a class named "1.0" got a head output of its own.
+    train = write_tsv(tmp_path / "nli.tsv", [("a", "b", "entailment"), ("c", "d", 1), ("e", "f", "neutral")])
+    code, _, err = run(["train", "-m", tiny_model_dir, "--train", train, "-o", tmp_path / "run"], capsys)
+    assert code == 1 and "nli.tsv: class labels mix names (entailment, neutral) and numbers (1.0)" in err

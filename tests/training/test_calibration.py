@@ -43,6 +43,21 @@ def test_fit_rejects_bad_labels():
         fit_calibration([1.0, 2.0], [0, 1], "isotonic")
 
 
+def test_fit_refuses_non_finite_logits():
+    # A model that outputs NaN would otherwise get a made-up calibration (the optimizer's starting point).
+    with pytest.raises(ValueError, match="logit 0 is nan"):
+        fit_calibration([float("nan"), 1.0, 2.0, 3.0], [0, 1, 0, 1])
+
+
+@pytest.mark.parametrize("method", ["platt", "temperature"])
+def test_perfectly_separated_pairs_give_finite_not_certain_probabilities(method):
+    # Plain maximum likelihood has no optimum here (a -> infinity): the fit would stop wherever the optimizer gave
+    # up and promise 0/1 probabilities from four pairs. Platt's smoothed targets keep it finite.
+    fit = fit_calibration([-3.0, -2.0, 2.0, 3.0], [0, 0, 1, 1], method)
+    top = 1 / (1 + np.exp(-(fit["a"] * 3.0 + fit["b"])))
+    assert 0.5 < top < 0.9
+
+
 class OverconfidentModel:
     """A 1-label model whose logits are 8x too large (like MS MARCO rerankers' raw scores)."""
 

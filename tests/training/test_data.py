@@ -47,6 +47,27 @@ def test_csv_header_is_skipped_only_when_asked(tmp_path):
     assert load_examples(path)[0]["label"] == "score"
 
 
+def test_csv_fields_may_be_quoted_as_spreadsheets_and_pandas_write_them(tmp_path):
+    # Sentences hold commas; without quoting this row would split into 4 columns and read as a ranking sample.
+    path = tmp_path / "d.csv"
+    path.write_text('"Hello, world",a greeting,0.5\n"He said ""hi""",b,1\n')
+    assert load_examples(path) == [{"text_a": "Hello, world", "text_b": "a greeting", "label": 0.5},
+                                   {"text_a": 'He said "hi"', "text_b": "b", "label": 1.0}]
+    # TSV stays unquoted: STS sentences start with quotes that are part of the text.
+    (tmp_path / "d.tsv").write_text('"Hi" he said\tb\t1\n')
+    assert load_examples(tmp_path / "d.tsv")[0]["text_a"] == '"Hi" he said'
+
+
+def test_lines_break_only_at_newlines_and_fields_have_no_size_limit(tmp_path):
+    # json.dumps(..., ensure_ascii=False) writes U+2028 as is (valid JSON); str.splitlines() would cut the line there.
+    row = {"text_a": "first line\u2028second line", "text_b": "b", "label": 1}
+    (tmp_path / "d.jsonl").write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert load_examples(tmp_path / "d.jsonl") == [row]
+    # A long document is longer than the csv module's default field limit (131072 characters).
+    (tmp_path / "d.tsv").write_text("q\t" + "word " * 40000 + "\t1\n")
+    assert len(load_examples(tmp_path / "d.tsv")[0]["text_b"]) == 200000
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
@@ -54,6 +75,8 @@ def test_csv_header_is_skipped_only_when_asked(tmp_path):
         ("short.tsv", "a\tb\t1\nonly two\tcolumns\n", "short.tsv:2: expected at least 3 columns"),
         ("obj.json", '{"text_a": "a"}', "expected a JSON list"),
         ("empty.tsv", "\n\n", "empty.tsv: no examples"),
+        # An empty label would read as a class name "" (a classification task) or fail far from this line.
+        ("nolabel.tsv", "a\tb\t0.5\nc\td\t \n", "nolabel.tsv:2: the label \\(column 3\\) is empty"),
     ],
 )
 def test_bad_files_name_the_file_and_line(tmp_path, name, content, message):

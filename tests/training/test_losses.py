@@ -121,6 +121,31 @@ def test_ranking_loss_without_positive_is_an_error():
         MultipleNegativesRankingLoss().normalize(("q", ["a", "b"], [0, 0]), 0)
 
 
+@pytest.mark.parametrize("loss, example", [
+    (MSELoss(), ("a", "b", float("nan"))),
+    (MSELoss(), ("a", "b", [0.5, float("inf")])),
+    (MarginMSELoss(), ("q", "p", "n", float("inf"))),
+    (ListNetLoss(), ("q", ["a", "b"], [float("nan"), 1])),
+    (MultipleNegativesRankingLoss(), ("q", ["a", "b"], [1, float("nan")])),
+])
+def test_non_finite_targets_are_refused_naming_the_example(loss, example):
+    # Otherwise the loss is NaN at the first step (or, for MNRL, the document silently drops out).
+    with pytest.raises(ValueError, match=r"data\[5\].* not a finite number"):
+        loss.normalize(example, 5)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: CrossEntropyLoss(label_smoothing=1.5), "label_smoothing must be in"),
+    (lambda: BinaryCrossEntropyLoss(pos_weight=0), "pos_weight must be"),
+    (lambda: MultipleNegativesRankingLoss(scale=-1), "scale must be"),
+    (lambda: MultipleNegativesRankingLoss(num_in_batch_negatives=-1), "num_in_batch_negatives must be"),
+    (lambda: ListNetLoss(label_temperature=float("nan")), "label_temperature must be"),
+])
+def test_bad_loss_settings_are_refused_up_front(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
 def test_head_size_checked(tiny_model_dir, tiny_nli_model_dir):
     with pytest.raises(ValueError, match="num_labels >= 2"):
         CrossEntropyLoss().check_model(CrossEncoder(tiny_model_dir))

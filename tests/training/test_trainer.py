@@ -75,6 +75,28 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_model_dir, tmp_path, 
         assert torch.equal(value, expected[name]), name
 
 
+def test_resumed_run_logs_the_same_losses_as_an_uninterrupted_one(tiny_model_dir, tmp_path, monkeypatch):
+    settings = {"logging_steps": 3, "max_steps": 6}
+    reference = Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", args=args(tmp_path / "a", **settings)).train()
+    original_step = Trainer._optimizer_step
+    done = {"steps": 0}
+
+    def crash_after_five(self, *a, **kw):
+        if done["steps"] == 5:
+            raise KeyboardInterrupt
+        done["steps"] += 1
+        return original_step(self, *a, **kw)
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", crash_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", args=args(tmp_path / "b", **settings)).train()
+    monkeypatch.undo()
+    # Resumed from checkpoint-4: the loss logged at step 6 is still the mean of steps 4-6, not of 5-6 only.
+    resumed = Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", args=args(tmp_path / "b", **settings)).train()
+    assert [entry["step"] for entry in resumed.history] == [3, 6]
+    assert [entry["loss"] for entry in resumed.history] == pytest.approx([e["loss"] for e in reference.history])
+
+
 def test_resume_refuses_checkpoints_of_another_run(tiny_model_dir, tmp_path):
     Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", args=args(tmp_path, max_steps=2)).train()
     with pytest.raises(ValueError, match="other data or settings"):
@@ -243,3 +265,145 @@ def test_mixed_precision_on_gpu_trains_float32_weights(precision, tiny_model_dir
     assert f"| mixed_precision | {expected} |" in (result.model_path / "README.md").read_text()
     reloaded = CrossEncoder(result.model_path, device="cpu").predict(("cats purr", "a cat purrs"))
     assert reloaded == pytest.approx(float(model.predict(("cats purr", "a cat purrs"))), abs=1e-4)
+
+
+
+@pytest.mark.parametrize("group", [
+    [[0, 1, 2, 3]],                          # an epoch's last step with 1 of its 2 micro-batches
+    [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]],    # 10 examples in micro-batches of 4: the last one holds 2
+])
+def test_accumulated_gradient_is_that_of_one_batch_of_the_same_examples(group, tiny_model_dir, tmp_path):
+    # Neither a fraction of the mean gradient (a partial step divided by gradient_accumulation_steps) nor a mean
+    # that weighs a 2-example micro-batch like a 4-example one.
+    model = CrossEncoder(tiny_model_dir, config_kwargs={"hidden_dropout_prob": 0.0,
+                                                        "attention_probs_dropout_prob": 0.0}, device="cpu")
+    trainer = Trainer(model, DATA, loss="bce", args=args(tmp_path, gradient_accumulation_steps=2, max_grad_norm=None))
+    everything = [trainer.train_data[i] for indices in group for i in indices]
+    expected_loss = trainer._forward_loss(everything)
+    expected_loss.backward()
+    expected = {name: p.grad.clone() for name, p in model.model.named_parameters()}
+    model.model.zero_grad(set_to_none=True)
+
+    class Recorder:
+        """Stands in for the optimizer and scheduler: keeps the gradients the step would apply."""
+
+        def step(self):
+            self.grads = {name: p.grad.clone() for name, p in model.model.named_parameters()}
+
+        def zero_grad(self, set_to_none=True):
+            model.model.zero_grad(set_to_none=set_to_none)
+
+    optimizer = Recorder()
+    assert trainer._optimizer_step(group, optimizer, Recorder(), None) == pytest.approx(expected_loss.item(), rel=1e-5)
+    for name, grad in expected.items():
+        assert torch.allclose(optimizer.grads[name], grad, atol=1e-6), name
+
+
+def test_rerunning_an_early_stopped_run_does_not_train_on(tiny_model_dir, tmp_path):
+    settings = {"num_epochs": 3, "eval_steps": 1, "early_stopping_patience": 2}
+    first = Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", evaluator=ScriptedEvaluator([0.1, 0.5, 0.3, 0.2]),
+                    args=args(tmp_path, **settings)).train()
+    assert first.global_step == 4
+    expected = load_file(first.model_path / "model.safetensors")
+    # Running the same script again (as after a kill during the final save) must give the same result.
+    evaluator = ScriptedEvaluator([0.9] * 10)
+    again = Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", evaluator=evaluator,
+                    args=args(tmp_path, **settings)).train()
+    assert evaluator.calls == 0
+    assert (again.global_step, again.best_step, again.metrics) == (4, 2, {"score": 0.5})
+    final = load_file(again.model_path / "model.safetensors")
+    assert all(torch.equal(final[k], expected[k]) for k in expected)
+
+
+def test_training_drops_a_calibration_fitted_to_the_old_weights(tiny_model_dir, tmp_path):
+    model = CrossEncoder(tiny_model_dir)
+    model.config.crossencoder = {"calibration": {"method": "platt", "a": 0.5, "b": -1.0}}
+    result = Trainer(model, DATA, loss="bce", args=args(tmp_path, max_steps=2)).train()
+    # The fit mapped the old logits to probabilities; on the new ones calibrated=True would return wrong ones.
+    assert model.calibration is None and CrossEncoder(result.model_path).calibration is None
+
+
+def test_a_run_without_a_best_evaluation_never_loads_a_leftover_best_model(tiny_model_dir, tmp_path):
+    # A best-model folder left by an earlier run whose checkpoints were deleted to free disk space.
+    CrossEncoder(tiny_model_dir).save(tmp_path / "best-model")
+    model = CrossEncoder(tiny_model_dir)
+    result = Trainer(model, DATA, loss="bce", evaluator=ScriptedEvaluator([float("nan")] * 2),
+                     args=args(tmp_path, max_steps=2, eval_steps=1)).train()
+    assert result.best_step is None
+    trained = load_file(tmp_path / "checkpoint-2" / "model.safetensors")
+    assert all(torch.equal(trained[k], v.cpu()) for k, v in model.model.state_dict().items())
+
+
+def test_model_card_states_the_steps_actually_trained(tiny_model_dir, tmp_path):
+    result = Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", evaluator=ScriptedEvaluator([0.5, 0.4, 0.3]),
+                     args=args(tmp_path, num_epochs=3, eval_steps=1, early_stopping_patience=2,
+                               warmup_ratio=0.125)).train()
+    card = (result.model_path / "README.md").read_text()
+    # 9 steps planned (3 epochs of 3), 3 trained before early stopping; warm-up ceil(9 * 0.125) = 2 steps.
+    assert "| epochs | 3 |" in card and "| steps | 3 of 9 (early stopping) |" in card
+    assert "| warmup | 2 steps |" in card
+
+
+def test_classifier_model_card_usage_runs_in_both_libraries():
+    from crossencoder.training.model_card import render_model_card
+
+    card = render_model_card("base", 3, "nli.tsv", 6, "CrossEntropyLoss", {}, {}, None, None,
+                             id2label={0: "a", 1: "b", 2: "c"})
+    usage = card.split("```python\n")[1].split("```")[0]
+    # sentence-transformers' CrossEncoder has no predict_labels: the card must not claim the call works there.
+    assert "predict_labels" in usage and "or: from sentence_transformers" not in usage
+    assert "predict(" in usage and "argmax" in usage
+
+
+@pytest.mark.parametrize("setting, message", [
+    # clip_grad_norm_ with a negative norm flips every gradient's sign: the run would train to be wrong.
+    ({"max_grad_norm": -1.0}, "max_grad_norm must be > 0 or None"),
+    ({"max_grad_norm": 0.0}, "max_grad_norm must be > 0 or None"),
+    ({"weight_decay": -0.01}, "weight_decay must be >= 0"),
+    ({"warmup_steps": -1}, "warmup_steps must be an integer >= 0"),
+])
+def test_settings_that_break_the_optimizer_are_refused(setting, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        args(tmp_path, **setting)
+
+
+def test_an_fp16_step_the_scaler_skips_does_not_advance_the_schedule(tiny_model_dir, tmp_path):
+    # On a GPU, fp16 gradients overflow in the first steps while the scaler finds its scale; those steps change no
+    # weight, so they must not use up warm-up either (torch also warns about a scheduler stepped before the optimizer).
+    trainer = Trainer(CrossEncoder(tiny_model_dir, device="cpu"), DATA, loss="bce", args=args(tmp_path))
+
+    class OverflowingScaler:
+        """Like torch.amp.GradScaler after an overflow: skips the optimizer step and halves its scale."""
+
+        def __init__(self):
+            self.scale_value = 65536.0
+
+        def scale(self, loss):
+            return loss
+
+        def unscale_(self, optimizer):
+            pass
+
+        def step(self, optimizer):
+            pass
+
+        def update(self):
+            self.scale_value /= 2
+
+        def get_scale(self):
+            return self.scale_value
+
+    class Counter:
+        steps = 0
+
+        def step(self):
+            self.steps += 1
+
+        def zero_grad(self, set_to_none=True):
+            trainer.model.model.zero_grad(set_to_none=set_to_none)
+
+    optimizer, scheduler = Counter(), Counter()
+    trainer._optimizer_step([[0, 1, 2, 3]], optimizer, scheduler, OverflowingScaler())
+    assert (optimizer.steps, scheduler.steps) == (0, 0)
+    trainer._optimizer_step([[0, 1, 2, 3]], optimizer, scheduler, None)
+    assert (optimizer.steps, scheduler.steps) == (1, 1)

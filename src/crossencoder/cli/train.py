@@ -234,18 +234,46 @@ def _resolve_task(task: str, examples: list[Any]) -> str:
     return infer_task(examples) if task == "auto" else task
 
 
-def _class_names(examples: list[Any]) -> list[str]:
+def _class_names(examples: list[Any], path: str) -> list[str]:
     """Class names for a fresh head: the sorted label names, or "0".."max" for integral labels."""
     from crossencoder.evaluation.samples import to_labelled_pair
 
     labels = {to_labelled_pair(x, i).label for i, x in enumerate(examples)}
+    names = {label for label in labels if isinstance(label, str) and not _is_number(label)}
+    if names:
+        numbers = labels - names
+        if numbers:  # a number would be read as a class id, not as the class of that name
+            raise InputError(f"{path}: class labels mix names ({', '.join(sorted(names))}) and numbers "
+                             f"({', '.join(sorted(map(str, numbers)))}): use one or the other.")
+        return sorted(names)
     try:
         ids = {float(label) for label in labels}
     except (TypeError, ValueError):
-        return sorted(str(label) for label in labels)
+        raise InputError(f"{path}: class labels must be names or integer class ids >= 0.") from None
     if not all(i.is_integer() and i >= 0 for i in ids):
-        raise InputError("Classification labels must be class names or integer class ids >= 0.")
+        raise InputError(f"{path}: class labels must be names or integer class ids >= 0.")
     return [str(i) for i in range(int(max(ids)) + 1)]
+
+
+def _head_size(model: str, names: list[str], trust_remote_code: bool) -> int:
+    """Outputs of the head to train for classes ``names``: the model's own classifier head when it already knows
+    every class (an NLI model tuned on data with 2 of its 3 classes keeps its trained 3-class head and labels),
+    else one fresh output per name."""
+    from crossencoder.model.loading import load_config, resolve_model
+
+    config = load_config(resolve_model(model), {"trust_remote_code": trust_remote_code})
+    trained = any(name.endswith("ForSequenceClassification") for name in config.architectures or [])
+    known = {str(label).lower() for label in config.id2label.values()}
+    covered = all(n.lower() in known or (n.isdigit() and int(n) < config.num_labels) for n in names)
+    return config.num_labels if trained and config.num_labels > 1 and covered else len(names)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _evaluation_task(task: str, examples: list[Any], requested: str) -> str:
@@ -320,7 +348,7 @@ def run_train(args: argparse.Namespace) -> int:
             train_examples = _blend_teacher(train_examples, task, o["teacher_bi_encoder"], float(o["teacher_weight"]))
             data_name += (f" (labels blended with {o['teacher_bi_encoder']} bi-encoder cosine, "
                           f"weight {o['teacher_weight']})")
-        names = _class_names(train_examples) if task == "classification" else None
+        names = _class_names(train_examples, o["train"]) if task == "classification" else None
     eval_examples = _load_data(o["eval"]) if o["eval"] else None
 
     from transformers import set_seed
@@ -329,7 +357,7 @@ def run_train(args: argparse.Namespace) -> int:
     from crossencoder.training import Trainer, TrainingArguments
 
     set_seed(int(o["seed"]))  # a fresh head is initialised when the model loads
-    num_labels = len(names) if names else 1
+    num_labels = _head_size(o["model"], names, bool(o["trust_remote_code"])) if names else 1
     model = CrossEncoder(o["model"], num_labels=num_labels, max_length=o["max_length"], device=o["device"],
                          trust_remote_code=bool(o["trust_remote_code"]))
     if names and not {n.lower() for n in names} <= {v.lower() for v in model.id2label.values()}:

@@ -30,9 +30,11 @@ def fit_calibration(logits: Sequence[float], labels: Sequence[int],
                     method: Literal["platt", "temperature"] = "platt") -> dict[str, Any]:
     """Fit ``sigmoid(a * logit + b)`` to 0/1 labels by maximum likelihood.
 
-    Platt scaling fits ``a`` and ``b`` (an unregularised logistic regression on the logit, scipy L-BFGS);
-    temperature scaling fits ``a = 1 / T`` only (scipy bounded 1-D search), which keeps the score order *and*
-    the decision threshold at logit 0.
+    Platt scaling fits ``a`` and ``b`` (a logistic regression on the logit, scipy L-BFGS); temperature scaling
+    fits ``a = 1 / T`` only (scipy bounded 1-D search), which keeps the score order *and* the decision threshold at
+    logit 0. Both fit Platt's smoothed targets, ``(n_pos + 1) / (n_pos + 2)`` for positives and ``1 / (n_neg + 2)``
+    for negatives, rather than 0/1: on pairs the logits separate perfectly, 0/1 targets have no optimum (``a``
+    grows without bound) and the fit would promise certainty from a few examples.
 
     Args:
         logits: Raw model logits, one per pair.
@@ -43,7 +45,7 @@ def fit_calibration(logits: Sequence[float], labels: Sequence[int],
         ``{"method": method, "a": float, "b": float}``.
 
     Raises:
-        ValueError: unknown method, mismatched lengths, non-binary labels or only one class.
+        ValueError: unknown method, mismatched lengths, non-finite logits, non-binary labels or only one class.
 
     Example:
         >>> fit_calibration([-4.0, -1.0, 2.0, 5.0], [0, 0, 1, 1], method="temperature")
@@ -55,6 +57,9 @@ def fit_calibration(logits: Sequence[float], labels: Sequence[int],
         raise ValueError(f"Unknown calibration method {method!r}: use 'platt' or 'temperature'.")
     if x.shape != y.shape or x.size == 0:
         raise ValueError(f"Need one 0/1 label per logit (got {y.size} labels and {x.size} logits).")
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        raise ValueError(f"Calibration needs finite logits; logit {bad[0]} is {x[bad[0]]}.")
     if not set(np.unique(y)) <= {0.0, 1.0}:
         raise ValueError("Calibration needs 0/1 labels.")
     if len(np.unique(y)) < 2:
@@ -63,13 +68,16 @@ def fit_calibration(logits: Sequence[float], labels: Sequence[int],
     from scipy.optimize import minimize, minimize_scalar
     from scipy.special import expit, log_expit
 
+    n_pos = y.sum()
+    target = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (y.size - n_pos + 2))
+
     def nll(z: np.ndarray) -> float:
-        return -float(np.sum(y * log_expit(z) + (1 - y) * log_expit(-z)))
+        return -float(np.sum(target * log_expit(z) + (1 - target) * log_expit(-z)))
 
     if method == "platt":
         def objective(params: np.ndarray) -> tuple[float, np.ndarray]:
             z = params[0] * x + params[1]
-            residual = expit(z) - y  # d nll / d z
+            residual = expit(z) - target  # d nll / d z
             return nll(z), np.array([np.sum(residual * x), np.sum(residual)])
 
         fit = minimize(objective, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")

@@ -1,7 +1,8 @@
 """Read training / evaluation examples from files and tell which task they are for.
 
 Formats (chosen by extension): ``.jsonl`` (one object or array per line), ``.json`` (a list of objects or
-arrays), ``.tsv`` / ``.txt`` / ``.csv`` (tab- or comma-separated, no quoting, no header unless ``header=True``).
+arrays), ``.tsv`` / ``.txt`` (tab-separated, no quoting) or ``.csv`` (comma-separated, fields with commas in
+double quotes as spreadsheets and pandas write them); no header row unless ``header=True``.
 A row or array of 3 items is a labelled pair ``a, b, label`` (in text files the label is a float when it parses
 as one, else a class name), except ``[query, [documents], [labels]]``; 4+ items are a ranking sample
 ``query, positive, negative_1, ...`` (for a single negative use an object: ``{"query", "positive", "negative"}``).
@@ -10,6 +11,7 @@ as one, else a class name), except ``[query, [documents], [labels]]``; 4+ items 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -79,7 +81,8 @@ def load_examples(path: str | os.PathLike, header: bool = False) -> list[Any]:
             raise DataFormatError(f"{path}: expected a JSON list of examples.")
         examples = [_from_row(x) if isinstance(x, list) else x for x in data]
     elif suffix == ".jsonl":
-        for lineno, line in enumerate(text.splitlines(), start=1):
+        # Not splitlines(): it also breaks at U+2028 and other separators that JSON strings may hold as is.
+        for lineno, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -88,15 +91,25 @@ def load_examples(path: str | os.PathLike, header: bool = False) -> list[Any]:
                 raise DataFormatError(f"{path}:{lineno}: invalid JSON ({exc.msg}).") from None
             examples.append(_from_row(example) if isinstance(example, list) else example)
     else:
-        delimiter = "," if suffix == ".csv" else "\t"
-        rows = csv.reader(text.splitlines(), delimiter=delimiter, quoting=csv.QUOTE_NONE)
-        for lineno, row in enumerate(rows, start=1):
-            if (header and lineno == 1) or not any(cell.strip() for cell in row):
-                continue
-            if len(row) < 3:
-                raise DataFormatError(f"{path}:{lineno}: expected at least 3 columns (text_a, text_b, label), "
-                                      f"got {len(row)}.")
-            examples.append(_from_row([row[0], row[1], _cell(row[2])] if len(row) == 3 else row))
+        if suffix == ".csv":
+            reader = csv.reader(io.StringIO(text, newline=""))
+            rows = ((reader.line_num, row) for row in reader)
+        else:
+            # Plain tab splitting: STS sentences may start with a quote that belongs to the text, and a passage may
+            # be longer than the csv module's field size limit.
+            rows = ((n, line.split("\t")) for n, line in enumerate(text.split("\n"), start=1))
+        try:
+            for index, (lineno, row) in enumerate(rows):
+                if (header and index == 0) or not any(cell.strip() for cell in row):
+                    continue
+                if len(row) < 3:
+                    raise DataFormatError(f"{path}:{lineno}: expected at least 3 columns (text_a, text_b, label), "
+                                          f"got {len(row)}.")
+                if len(row) == 3 and not row[2].strip():
+                    raise DataFormatError(f"{path}:{lineno}: the label (column 3) is empty.")
+                examples.append(_from_row([row[0], row[1], _cell(row[2])] if len(row) == 3 else row))
+        except csv.Error as exc:  # a CSV field over the csv module's size limit
+            raise DataFormatError(f"{path}:{reader.line_num}: {exc}.") from None
     if not examples:
         raise DataFormatError(f"{path}: no examples.")
     return examples

@@ -81,8 +81,9 @@ def blend_teacher_labels(
             teacher gives every example the same score.
 
     Example:
-        >>> blend_teacher_labels([("a", "b", 1.0), ("c", "d", 0.0)], [0.9, 0.1], weight=0.5)
-        [('a', 'b', 1.0), ('c', 'd', 0.0)]
+        >>> pairs = [("a", "b", 1.0), ("c", "d", 0.0), ("e", "f", 0.5)]
+        >>> [round(y, 3) for _, _, y in blend_teacher_labels(pairs, [0.9, 0.1, 0.9], weight=0.5)]
+        [0.875, 0.0, 0.625]
     """
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be in [0, 1], got {weight}.")

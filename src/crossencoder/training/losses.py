@@ -19,6 +19,7 @@ loss                           examples                                   use it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,24 @@ def _float_label(pair: LabelledPair, index: int) -> float:
         raise ValueError(f"data[{index}] needs a numeric label, got {pair.label!r}.") from None
 
 
+def _finite(values: Sequence[float], index: int, what: str = "label") -> None:
+    """Refuse NaN / infinite targets before training: they would make the first step's loss NaN."""
+    for value in values:
+        if not math.isfinite(value):
+            raise ValueError(f"data[{index}] {what} {value} is not a finite number.")
+
+
+def _ranking_sample(example: Any, index: int) -> RankingSample:
+    sample = to_ranking_sample(example, index)
+    _finite(sample.labels, index)
+    return sample
+
+
+def _check_setting(name: str, value: float | None, ok: bool, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {expected}, got {value!r}.")
+
+
 class BinaryCrossEntropyLoss(Loss):
     """Sigmoid binary cross-entropy on the single logit; labels are 0/1 (hard) or any value in [0, 1] (soft).
 
@@ -79,12 +98,14 @@ class BinaryCrossEntropyLoss(Loss):
         pos_weight: Weight of positive examples (e.g. ``n_negatives / n_positives`` for imbalanced data).
 
     Example:
-        >>> Trainer(model, [("q", "relevant passage", 1), ("q", "other passage", 0)], loss=BinaryCrossEntropyLoss())
+        >>> Trainer(model, [("q", "relevant passage", 1), ("q", "other passage", 0)], loss=BinaryCrossEntropyLoss(),
+        ...         args=TrainingArguments("runs/reranker")).train()
     """
 
     name = "BinaryCrossEntropyLoss"
 
     def __init__(self, pos_weight: float | None = None) -> None:
+        _check_setting("pos_weight", pos_weight, pos_weight is None or 0 < pos_weight < math.inf, "a number > 0")
         self.pos_weight = pos_weight
 
     def normalize(self, example: Any, index: int) -> LabelledPair:
@@ -114,12 +135,14 @@ class CrossEntropyLoss(Loss):
     Example:
         >>> model = CrossEncoder("nreimers/MiniLM-L6-H384-uncased", num_labels=3)
         >>> model.config.id2label = {0: "contradiction", 1: "entailment", 2: "neutral"}
-        >>> Trainer(model, [("A man eats.", "Nobody eats.", "contradiction"), ...], loss=CrossEntropyLoss())
+        >>> Trainer(model, [("A man eats.", "Nobody eats.", "contradiction"), ...], loss=CrossEntropyLoss(),
+        ...         args=TrainingArguments("runs/nli")).train()
     """
 
     name = "CrossEntropyLoss"
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
+        _check_setting("label_smoothing", label_smoothing, 0 <= label_smoothing <= 1, "in [0, 1]")
         self.label_smoothing = label_smoothing
         self._model: CrossEncoder | None = None
 
@@ -153,7 +176,8 @@ class MSELoss(Loss):
 
     Example:
         >>> teacher_logits = teacher.predict(pairs, activation_fn=torch.nn.Identity())
-        >>> Trainer(student, [(a, b, float(t)) for (a, b), t in zip(pairs, teacher_logits)], loss=MSELoss())
+        >>> Trainer(student, [(a, b, float(t)) for (a, b), t in zip(pairs, teacher_logits)], loss=MSELoss(),
+        ...         args=TrainingArguments("runs/distilled")).train()
     """
 
     name = "MSELoss"
@@ -171,6 +195,7 @@ class MSELoss(Loss):
             values = tuple(float(v) for v in target)
         except (TypeError, ValueError):
             raise ValueError(f"data[{index}] needs a numeric target, got {pair.label!r}.") from None
+        _finite(values, index, "target")
         if self._num_labels is not None and len(values) != self._num_labels:
             raise ValueError(f"data[{index}] has {len(values)} target values for a {self._num_labels}-label model.")
         return LabelledPair(pair.text_a, pair.text_b, values)
@@ -199,7 +224,7 @@ class MarginMSELoss(Loss):
 
     Example:
         >>> Trainer(model, [("what is python", "Python is a language.", "A python is a snake.", 7.5)],
-        ...         loss=MarginMSELoss())
+        ...         loss=MarginMSELoss(), args=TrainingArguments("runs/margin-mse")).train()
     """
 
     name = "MarginMSELoss"
@@ -221,6 +246,7 @@ class MarginMSELoss(Loss):
             margin = float(values[3])
         except (TypeError, ValueError):
             raise ValueError(f"data[{index}] margin must be a number, got {values[3]!r}.") from None
+        _finite([margin], index, "margin")
         return MarginExample(values[0], values[1], values[2], margin)
 
     def prepare(self, batch: Sequence[MarginExample]) -> tuple[Pairs, dict[str, torch.Tensor]]:
@@ -263,17 +289,20 @@ class MultipleNegativesRankingLoss(Loss):
 
     Example:
         >>> Trainer(model, [("what is python", "Python is a language.", "A python is a snake."), ...],
-        ...         loss=MultipleNegativesRankingLoss())
+        ...         loss=MultipleNegativesRankingLoss(), args=TrainingArguments("runs/mnrl")).train()
     """
 
     name = "MultipleNegativesRankingLoss"
 
     def __init__(self, scale: float = 1.0, num_in_batch_negatives: int | None = None) -> None:
+        _check_setting("scale", scale, 0 < scale < math.inf, "a number > 0")
+        _check_setting("num_in_batch_negatives", num_in_batch_negatives,
+                       num_in_batch_negatives is None or num_in_batch_negatives >= 0, "None or an integer >= 0")
         self.scale = scale
         self.num_in_batch_negatives = num_in_batch_negatives
 
     def normalize(self, example: Any, index: int) -> RankingSample:
-        sample = to_ranking_sample(example, index)
+        sample = _ranking_sample(example, index)
         best = max(range(len(sample.labels)), key=lambda j: sample.labels[j])
         if sample.labels[best] <= 0:
             raise ValueError(f"data[{index}] has no positive document (a label > 0).")
@@ -312,18 +341,17 @@ class ListNetLoss(Loss):
 
     Example:
         >>> Trainer(model, [("what is python", ["Python is a language.", "A python is a snake."], [2, 0])],
-        ...         loss=ListNetLoss())
+        ...         loss=ListNetLoss(), args=TrainingArguments("runs/listnet")).train()
     """
 
     name = "ListNetLoss"
 
     def __init__(self, label_temperature: float = 1.0) -> None:
-        if label_temperature <= 0:
-            raise ValueError("label_temperature must be > 0.")
+        _check_setting("label_temperature", label_temperature, 0 < label_temperature < math.inf, "a number > 0")
         self.label_temperature = label_temperature
 
     def normalize(self, example: Any, index: int) -> RankingSample:
-        sample = to_ranking_sample(example, index)
+        sample = _ranking_sample(example, index)
         if len(sample.documents) < 2:
             raise ValueError(f"data[{index}] needs at least 2 documents for a listwise loss.")
         return sample

@@ -48,8 +48,13 @@ def render_model_card(
         f"base_model: {json.dumps(base_model)}",
         "---",
     ]
-    usage_call = ('model.predict([("first text", "second text")])' if num_labels == 1
-                  else 'model.predict_labels([("first text", "second text")])')
+    if num_labels == 1:
+        usage = ["from crossencoder import CrossEncoder  # or: from sentence_transformers import CrossEncoder", "",
+                 'model = CrossEncoder("path/to/this/folder")', 'model.predict([("first text", "second text")])']
+    else:  # sentence-transformers' CrossEncoder has no predict_labels
+        usage = ["from crossencoder import CrossEncoder", "", 'model = CrossEncoder("path/to/this/folder")',
+                 'model.predict_labels([("first text", "second text")])',
+                 "# sentence-transformers: model.predict(pairs).argmax(axis=1) gives the label ids"]
     lines = [
         *header,
         "",
@@ -62,10 +67,7 @@ def render_model_card(
         "## Usage",
         "",
         "```python",
-        "from crossencoder import CrossEncoder  # or: from sentence_transformers import CrossEncoder",
-        "",
-        'model = CrossEncoder("path/to/this/folder")',
-        usage_call,
+        *usage,
         "```",
         "",
         "## Training",

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from crossencoder.files import atomic_dir, recover_dir
+from crossencoder.model.cross_encoder import CONFIG_KEY
 from crossencoder.training.checkpoint import (
     CheckpointError,
     list_checkpoints,
@@ -119,6 +120,14 @@ class TrainingArguments:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
         if not 0 <= self.warmup_ratio <= 1:
             raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}.")
+        if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or isinstance(
+                self.warmup_steps, bool) or self.warmup_steps < 0):
+            raise ValueError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}.")
+        # A norm <= 0 would not disable clipping: torch then scales every gradient by a factor <= 0.
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None (no clipping), got {self.max_grad_norm}.")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}.")
         if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}.")
 
@@ -333,16 +342,19 @@ class Trainer:
         scheduler = get_linear_schedule_with_warmup(optimizer, self._warmup_steps(), self.total_steps)
         scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
         state = {"global_step": 0, "epoch": 0, "batch_in_epoch": 0, "best_metric": None, "best_step": None,
-                 "best_metrics": {}, "bad_evals": 0, "history": [], "last_metrics": {},
+                 "best_metrics": {}, "bad_evals": 0, "history": [], "last_metrics": {}, "loss_window": [],
                  "fingerprint": self._fingerprint(), "args": args.to_dict()}
         state.update(self._maybe_resume(model, optimizer, scheduler, scaler))
+        self._drop_calibration()
         model.train()
 
         bar = tqdm(total=self.total_steps, initial=state["global_step"], desc="Training", unit="step",
                    disable=None if args.show_progress_bar is None else not args.show_progress_bar, dynamic_ncols=True)
         run_losses: list[float] = []
-        window: list[float] = []
-        stop = state["global_step"] >= self.total_steps
+        # The losses since the last log live in the state, so a resumed run logs the same means as an uninterrupted one.
+        window: list[float] = state["loss_window"]
+        # A resumed run that had already stopped early is done too: training on would change its result.
+        stop = state["global_step"] >= self.total_steps or self._patience_spent(state)
         started = time.perf_counter()
         try:
             while not stop:
@@ -362,7 +374,7 @@ class Trainer:
                         state["history"].append({"step": step, "epoch": state["epoch"], "loss": float(np.mean(window)),
                                                  "learning_rate": scheduler.get_last_lr()[0]})
                         logger.info("step %d: loss %.4f", step, np.mean(window))
-                        window = []
+                        window.clear()
                     epoch_end = state["batch_in_epoch"] >= len(batches)
                     last = step >= self.total_steps
                     stop = self._after_step(state, epoch_end, last, model, optimizer, scheduler, scaler)
@@ -380,11 +392,21 @@ class Trainer:
         logger.info("Trained %d steps in %.1fs.", state["global_step"], time.perf_counter() - started)
         return self._finish(state, run_losses)
 
+    def _drop_calibration(self) -> None:
+        """Remove a score calibration from the config: it was fitted to the logits of the weights being replaced."""
+        settings = getattr(self.model.config, CONFIG_KEY, None)
+        if isinstance(settings, dict) and settings.pop("calibration", None) is not None:
+            logger.warning("Dropped the model's score calibration: it does not fit the trained weights. Fit a new "
+                           "one on held-out pairs (crossencoder calibrate).")
+
     def _optimizer_step(self, group: list[list[int]], optimizer, scheduler, scaler) -> float:
         """Forward/backward over the micro-batches of one optimizer step, then clip, step and schedule."""
         total = 0.0
+        examples = sum(len(indices) for indices in group)
         for indices in group:
-            loss = self._forward_loss([self.train_data[i] for i in indices]) / self.args.gradient_accumulation_steps
+            # Weigh each micro-batch's mean loss by its share of the step's examples, so the step's gradient is the
+            # mean over them all: an epoch's last step may have fewer passes, and its last micro-batch fewer examples.
+            loss = self._forward_loss([self.train_data[i] for i in indices]) * (len(indices) / examples)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"The training loss became {loss.item()}: lower the learning rate or check the "
                                    "labels.")
@@ -395,13 +417,19 @@ class Trainer:
         if self.args.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.model.parameters(), self.args.max_grad_norm)
         if scaler is not None:
+            scale = scaler.get_scale()
             scaler.step(optimizer)
             scaler.update()
+            # After an fp16 overflow the scaler skips the update and lowers its scale: such a step changed no weight
+            # and must not use up the schedule (transformers' Trainer does the same).
+            stepped = scaler.get_scale() >= scale
         else:
             optimizer.step()
-        scheduler.step()
+            stepped = True
+        if stepped:
+            scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        return total * self.args.gradient_accumulation_steps / len(group)
+        return total
 
     def _after_step(self, state, epoch_end: bool, last: bool, model, optimizer, scheduler, scaler) -> bool:
         """Evaluate and checkpoint when due; return True when early stopping says to stop."""
@@ -422,7 +450,7 @@ class Trainer:
                     _quiet_save(self.model, tmp)
             else:
                 state["bad_evals"] += 1
-                stop = args.early_stopping_patience is not None and state["bad_evals"] >= args.early_stopping_patience
+                stop = self._patience_spent(state)
                 if stop:
                     logger.info("Early stopping: no improvement of %s in %d evaluations.", self.metric_name,
                                 state["bad_evals"])
@@ -435,6 +463,10 @@ class Trainer:
                             self._checkpoint_state(state, epoch_end))
             self._rotate_checkpoints()
         return stop
+
+    def _patience_spent(self, state: dict[str, Any]) -> bool:
+        patience = self.args.early_stopping_patience
+        return patience is not None and state["bad_evals"] >= patience
 
     @staticmethod
     def _checkpoint_state(state: dict[str, Any], epoch_end: bool) -> dict[str, Any]:
@@ -507,8 +539,9 @@ class Trainer:
     def _finish(self, state: dict[str, Any], run_losses: list[float]) -> TrainOutput:
         best_dir = self.output_dir / "best-model"
         metrics = state["last_metrics"]
-        if self.evaluator is not None and self.args.load_best_model_at_end and best_dir.is_dir() \
-                and state["best_step"] != state["global_step"]:
+        # best_step is None when no evaluation gave a number: a best-model folder then is not this run's.
+        if self.args.load_best_model_at_end and state["best_step"] not in (None, state["global_step"]) \
+                and best_dir.is_dir():
             from safetensors.torch import load_model
 
             load_model(self.model.model, str(best_dir / "model.safetensors"), device=str(self.device))
@@ -518,7 +551,7 @@ class Trainer:
         card = render_model_card(
             base_model=self.args.base_model_name or self.model.model_name_or_path, num_labels=self.model.num_labels,
             train_data=self.args.train_data_name, num_examples=len(self.train_data), loss=self.loss.name,
-            loss_config=self.loss.config(), hyperparameters=self._card_hyperparameters(),
+            loss_config=self.loss.config(), hyperparameters=self._card_hyperparameters(state["global_step"]),
             metrics=metrics, eval_name=getattr(self.evaluator, "name", None) or None,
             id2label=self.model.id2label if self.model.num_labels > 1 else None,
         )
@@ -534,11 +567,14 @@ class Trainer:
             model_path=final, history=state["history"],
         )
 
-    def _card_hyperparameters(self) -> dict[str, Any]:
+    def _card_hyperparameters(self, trained_steps: int) -> dict[str, Any]:
         a = self.args
-        return {"epochs": a.num_epochs if a.max_steps is None else f"{a.max_steps} steps", "batch_size": a.batch_size,
-                "gradient_accumulation_steps": a.gradient_accumulation_steps, "learning_rate": a.learning_rate,
-                "warmup": a.warmup_steps if a.warmup_steps is not None else f"{a.warmup_ratio:.0%} of steps",
+        # Only early stopping ends a run before total_steps.
+        steps = (str(self.total_steps) if trained_steps >= self.total_steps
+                 else f"{trained_steps} of {self.total_steps} (early stopping)")
+        return {"epochs": a.num_epochs if a.max_steps is None else f"{a.max_steps} steps", "steps": steps,
+                "batch_size": a.batch_size, "gradient_accumulation_steps": a.gradient_accumulation_steps,
+                "learning_rate": a.learning_rate, "warmup": f"{self._warmup_steps()} steps",
                 "schedule": "linear decay", "weight_decay": a.weight_decay, "max_grad_norm": a.max_grad_norm,
                 "max_length": self.model.max_length, "seed": a.seed,
                 "mixed_precision": str(self.autocast_dtype).replace("torch.", "") if self.autocast_dtype else "no"}
