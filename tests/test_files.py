@@ -9,6 +9,8 @@ from crossencoder.files import (
     InputError,
     atomic_dir,
     file_sha256,
+    parse_json_line,
+    pick_text,
     read_lines,
     recover_dir,
     write_atomic,
@@ -69,3 +71,11 @@ def test_read_lines_names_a_folder_and_a_missing_file(tmp_path):
         list(read_lines(str(tmp_path)))
     with pytest.raises(InputError, match="nope.txt: no such file"):
         list(read_lines(str(tmp_path / "nope.txt")))
+
+
+def test_pick_text_refuses_a_lone_surrogate_naming_file_line_and_field():
+    # JSON may escape half of a UTF-16 pair (a cut emoji): valid JSON, not text a tokenizer takes.
+    obj = parse_json_line("p.jsonl", 3, '{"text": "cut \\ud83d emoji"}')
+    with pytest.raises(InputError, match=r"p.jsonl:3: field 'text' is not valid Unicode: it holds a lone surrogate"):
+        pick_text(obj, ("text",), "p.jsonl", 3)
+    assert pick_text({"text": "caf\u00e9 \U0001f600"}, ("text",), "p.jsonl", 3) == "caf\u00e9 \U0001f600"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -145,12 +146,32 @@ def parse_json_line(name: str, lineno: int, line: str) -> dict[str, Any]:
     return obj
 
 
+# Lone surrogates ("\ud83d": half a UTF-16 pair, as JSON may escape a cut emoji, or bytes decoded with
+# errors="surrogateescape") are not valid Unicode: tokenizers and SQLite fail on them, naming neither text nor problem.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_problem(text: str, name: str) -> str | None:
+    """Why ``text`` (called ``name`` in the message) is not valid Unicode, or None when it is."""
+    if text.isascii():  # O(1) in CPython: ASCII texts are not scanned
+        return None
+    surrogate = _LONE_SURROGATE.search(text)
+    return f"{name} is not valid Unicode: it holds a lone surrogate {surrogate.group()!a}" if surrogate else None
+
+
+def checked_text(value: str, key: str, name: str, lineno: int) -> str:
+    """``value`` of field ``key`` at ``name:lineno``, refused with an :class:`InputError` when not valid Unicode."""
+    if problem := unicode_problem(value, f"{name}:{lineno}: field {key!r}"):
+        raise InputError(problem + ".")
+    return value
+
+
 def pick_text(obj: dict[str, Any], keys: tuple[str, ...], name: str, lineno: int) -> str:
-    """The first of ``keys`` present in a JSON object, which must be a string."""
+    """The first of ``keys`` present in a JSON object, which must be a (valid Unicode) string."""
     for key in keys:
         if key in obj:
             value = obj[key]
             if not isinstance(value, str):
                 raise InputError(f"{name}:{lineno}: field {key!r} must be a string, got {type(value).__name__}.")
-            return value
+            return checked_text(value, key, name, lineno)
     raise InputError(f"{name}:{lineno}: missing field, expected one of {', '.join(repr(k) for k in keys)}.")

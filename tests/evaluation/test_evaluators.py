@@ -139,3 +139,18 @@ def test_evaluators_run_on_a_real_model(tiny_model_dir, tiny_nli_model_dir):
     predicted = nli.predict_labels(pairs)
     m = ClassificationEvaluator([(a, b, label) for (a, b), label in zip(pairs, predicted)])(nli)
     assert m["accuracy"] == 1.0
+
+
+def test_reranking_evaluator_does_not_reward_a_constant_model():
+    # (query, positive, negatives...) lists the positive first: a model that scores every pair alike must not get
+    # it ranked first for free.
+    data = [("q1", "p", "n1", "n2"), ("q2", "p2", "m1", "m2")]
+    table = {(q, d): [0.0] for q, *docs in data for d in docs}
+    m = RerankingEvaluator(data, recall_at=(1,))(StubModel(table))
+    assert m["mrr@10"] == pytest.approx(1 / 3) and m["recall@1"] == 0.0
+
+
+def test_classification_evaluator_reports_the_same_metrics_whatever_a_multiclass_model_predicts():
+    names = {0: "contradiction", 1: "entailment", 2: "neutral"}
+    model = StubModel({("a", "b"): [3.0, 0.0, 1.0], ("c", "d"): [0.0, 3.0, 1.0]}, id2label=names)
+    assert set(ClassificationEvaluator([("a", "b", 0), ("c", "d", 1)])(model)) == {"accuracy", "macro_f1"}

@@ -88,3 +88,32 @@ def test_format_metrics_table():
     assert text.splitlines()[0] == "dev"
     assert "spearman  0.8812" in text
     assert "nan" in text
+
+
+def test_ranking_metrics_break_ties_against_the_relevant_documents():
+    # A scorer that gives every candidate the same score has not ranked the relevant one first, whatever the order
+    # of the candidates in the input: ties count the relevant document last.
+    qrels = {"q": {"pos": 1}}
+    for order in (["pos", "n1", "n2", "n3"], ["n1", "n2", "n3", "pos"]):
+        m = ranking_metrics(qrels, {"q": {d: 0.0 for d in order}}, k=10, recall_at=(1,))
+        assert m["mrr@10"] == pytest.approx(1 / 4) and m["recall@1"] == 0.0
+    # Among tied documents the lower grade comes first (NDCG gains 1 and 2 at ranks 2 and 3 after a non-relevant).
+    m = ranking_metrics({"q": {"a": 2, "b": 1}}, {"q": {"a": 0.5, "b": 0.5, "c": 0.5, "d": 0.1}})
+    assert m["ndcg@10"] == pytest.approx((1 / math.log2(3) + 2 / 2) / (2 + 1 / math.log2(3)))
+    # Distinct scores are ranked by score; a NaN score ranks last.
+    m = ranking_metrics({"q": {"a": 1}}, {"q": {"b": float("nan"), "a": 0.1, "c": 0.9}})
+    assert m["mrr@10"] == pytest.approx(1 / 2)
+
+
+def test_classification_metrics_binary_keys_follow_the_number_of_classes():
+    # A 3-class model that happens to predict only classes 0 and 1 is not a binary classifier.
+    assert set(classification_metrics([0, 1, 1], [0, 1, 0], num_classes=3)) == {"accuracy", "macro_f1"}
+    assert set(classification_metrics([1, 1], [1, 0], scores=[0.2, 0.1], num_classes=2)) == {
+        "accuracy", "macro_f1", "f1"}
+
+
+def test_ranking_metrics_refuses_fractional_relevance():
+    # int(0.5) is 0: the judged document would count as not relevant and its query as a miss.
+    with pytest.raises(ValueError, match=r"query 'q', document 'd': relevance 0.5 is not an integer grade"):
+        ranking_metrics({"q": {"d": 0.5}, "q2": {"a": 1}}, {"q": {"d": 1.0}, "q2": {"a": 1.0}})
+    assert ranking_metrics({"q": {"d": 2.0}}, {"q": {"d": 1.0}})["ndcg@10"] == 1.0

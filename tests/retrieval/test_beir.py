@@ -73,7 +73,7 @@ def test_evaluate_counts_only_the_given_queries(index_dir, minilm_bi_encoder):
 def test_bad_qrels_and_missing_files(tmp_path, beir_dir):
     bad = tmp_path / "bad.tsv"
     bad.write_text("query-id\tcorpus-id\tscore\nq1\tberlin\n")
-    with pytest.raises(InputError, match=r"bad.tsv:2: expected query-id"):
+    with pytest.raises(InputError, match=r"bad.tsv:2: expected 3 columns"):
         read_qrels(bad)
     bad.write_text("q1\tberlin\thigh\n")
     with pytest.raises(InputError, match=r"bad.tsv:1: score 'high'"):
@@ -126,3 +126,54 @@ def test_judgments_must_name_documents_of_the_index(index_dir, minilm_bi_encoder
         table = evaluate(index, queries, {"q1": {"berlin": 1}, "q2": {"COFFEE": 1}}, methods=["bm25"])
     assert table["bm25"]["recall@100"] == 0.5  # the unknown judgment counts as not retrieved ...
     assert "1 judged documents are not in the index" in caplog.text and "'COFFEE'" in caplog.text  # ... loudly
+
+
+def test_evaluate_scores_the_order_the_search_returns(index_dir, minilm_bi_encoder, monkeypatch):
+    # Reciprocal-rank fusion ties often (a document ranked r by BM25 only and another ranked r by dense only): the
+    # metrics must score the order search() returns, not an order the metric library picks among equal scores.
+    from crossencoder.retrieval import Hit
+
+    tied = [Hit("berlin", "", "", 1 / 61)] + [Hit(f"other{i}", "", "", 1 / 61) for i in range(49)]
+    monkeypatch.setattr("crossencoder.retrieval.beir.search_many", lambda index, texts, *a, **k: [tied for _ in texts])
+    index = Index.open(index_dir, bi_encoder=minilm_bi_encoder)
+    table = evaluate(index, {"q1": "Berlin"}, {"q1": {"berlin": 1}}, methods=["hybrid"])
+    assert table["hybrid"] == {"ndcg@10": 1.0, "mrr@10": 1.0, "recall@100": 1.0}
+
+
+def test_trec_style_qrels_are_read(tmp_path):
+    # MS MARCO's qrels.dev.tsv and TREC qrels: query-id, iteration, corpus-id, score (tabs or spaces). Read as BEIR
+    # columns, "0" would become every query's judged document, with a grade of millions.
+    path = tmp_path / "qrels.tsv"
+    path.write_text("1102432\t0\t2026790\t1\n1102431\t0\t7066866\t1\n")
+    assert read_qrels(path) == {"1102432": {"2026790": 1}, "1102431": {"7066866": 1}}
+    path.write_text("q1 0 d1 2\nq1 Q0 d2 0\n")
+    assert read_qrels(path) == {"q1": {"d1": 2, "d2": 0}}
+    path.write_text("q1\tberlin\t1\nq1\tparis\t1\t0\textra\n")
+    with pytest.raises(InputError, match=r"qrels.tsv:2: expected 3 columns \(query-id, corpus-id, score\) or 4"):
+        read_qrels(path)
+
+
+@pytest.mark.parametrize("query_id", [None, "", [1]])
+def test_query_ids_must_be_strings_or_integers(beir_dir, query_id):
+    write_jsonl(beir_dir / "queries.jsonl", [QUERIES[0], {"_id": query_id, "text": "coffee"}])
+    with pytest.raises(InputError, match=r"queries.jsonl:2: field '_id' must be a non-empty string"):
+        load_beir(beir_dir, "test")
+
+
+def test_integer_ids_in_python_judgments_match_integer_corpus_ids(tmp_path, tiny_model_dir):
+    # read_corpus keeps {"_id": 0} as "0"; judgments built in Python with the same integers must find it.
+    from crossencoder.retrieval import BiEncoder, build_index, mine_training_pairs
+
+    docs = [{"_id": i, "text": t} for i, t in enumerate(["berlin has people", "paris is french", "coffee beans"])]
+    index = build_index(write_jsonl(tmp_path / "c.jsonl", docs), tmp_path / "idx", bi_encoder=BiEncoder(tiny_model_dir),
+                        show_progress_bar=False)
+    queries, qrels = {1: "berlin people"}, {1: {0: 1}}
+    assert evaluate(index, queries, qrels, methods=["bm25"])["bm25"]["mrr@10"] == 1.0
+    pairs = mine_training_pairs(index, queries, qrels, method="bm25", num_negatives=1)
+    assert pairs == [("berlin people", "berlin has people", 1.0)]
+
+
+def test_lone_surrogate_in_a_query_names_file_and_line(beir_dir):
+    (beir_dir / "queries.jsonl").write_text('{"_id": "q1", "text": "ok"}\n{"_id": "q2", "text": "cut \\udc00"}\n')
+    with pytest.raises(InputError, match=r"queries.jsonl:2: field 'text' is not valid Unicode"):
+        load_beir(beir_dir, "test")

@@ -67,3 +67,16 @@ def test_unknown_model_is_a_clear_error(tmp_path):
         BiEncoder(tmp_path / "missing")
     with pytest.raises(ModelNotFoundError, match="nobody/no-such-bi-encoder"):
         BiEncoder("nobody/no-such-bi-encoder")  # offline in tests: the cache has no such model
+
+
+def test_pooling_mode_written_as_a_list(tiny_model_dir, tmp_path):
+    # sentence-transformers saves several pooling modes as a JSON list (vectors concatenated): refused by name,
+    # while a one-item list is that mode.
+    transformer = models.Transformer(str(tiny_model_dir))
+    pooling = models.Pooling(transformer.get_embedding_dimension(), pooling_mode=("mean", "max"))
+    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(tmp_path / "st"))
+    config = tmp_path / "st" / "1_Pooling" / "config.json"
+    with pytest.raises(CrossEncoderError, match=f"{config}: exactly one of mean, cls or max pooling"):
+        BiEncoder(tmp_path / "st")
+    config.write_text(config.read_text().replace('"max"', '"cls"').replace('"mean",', ""))
+    assert BiEncoder(tmp_path / "st").pooling == "cls"

@@ -11,7 +11,7 @@ from retrieval_helpers import DOCS, write_jsonl
 
 from crossencoder.cli.common import InputError
 from crossencoder.retrieval import BiEncoder, Index, IndexFolderError, build_index, read_corpus
-from crossencoder.retrieval.index import DENSE_FILE, DOCS_FILE, MANIFEST
+from crossencoder.retrieval.index import DENSE_FILE, DOCS_FILE, MANIFEST, PROBE_TEXT
 
 
 def test_build_and_open(index_dir, corpus_path, minilm_bi_encoder):
@@ -87,6 +87,8 @@ class _CountingEncoder(BiEncoder):
         self.fail_after = fail_after
 
     def encode(self, texts, *args, **kwargs):
+        if list(texts) == [PROBE_TEXT]:  # the model's fingerprint, not the corpus
+            return super().encode(texts, *args, **kwargs)
         if self.fail_after is not None and self.fail_after == 0:
             raise KeyboardInterrupt
         if self.fail_after is not None:
@@ -218,3 +220,103 @@ def test_stdin_corpus_is_refused_up_front(tmp_path, tiny_model_dir, monkeypatch)
     with pytest.raises(InputError, match="cannot be read from stdin"):
         build_index("-", tmp_path / "idx", bi_encoder=BiEncoder(tiny_model_dir), show_progress_bar=False)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", [
+    lambda m: m.pop("count"),
+    lambda m: m["files"][DENSE_FILE].pop("size"),
+    lambda m: m.update(files=[DENSE_FILE]),
+])
+def test_manifest_missing_entries_is_a_corrupt_manifest(tmp_path, index_dir, damage):
+    folder = tmp_path / "idx"
+    shutil.copytree(index_dir, folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    damage(manifest)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(IndexFolderError, match=f"{folder / MANIFEST}: corrupt manifest"):
+        Index.open(folder, verify=False)
+
+
+def test_overwrite_replaces_only_an_index_folder(tmp_path, tiny_model_dir):
+    # --overwrite on a mistyped --out, or on the folder that holds the corpus, must not delete the user's files.
+    folder = tmp_path / "data"
+    folder.mkdir()
+    corpus = write_jsonl(folder / "corpus.jsonl", DOCS[:2])
+    with pytest.raises(IndexFolderError, match=f"{folder} holds files that are not part of an index .*'corpus.jsonl'"):
+        build_index(corpus, folder, bi_encoder=BiEncoder(tiny_model_dir), overwrite=True, show_progress_bar=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["corpus.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no embedding cache either
+
+
+@pytest.mark.parametrize("kwargs", [{"chunk_size": 0}, {"batch_size": 0}, {"hnsw_m": 0, "index_type": "hnsw"}])
+def test_non_positive_sizes_are_refused_up_front(tmp_path, corpus_path, tiny_model_dir, kwargs):
+    with pytest.raises(ValueError, match=f"{next(iter(kwargs))} must be a positive integer"):
+        build_index(corpus_path, tmp_path / "idx", bi_encoder=BiEncoder(tiny_model_dir), show_progress_bar=False,
+                    **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_lone_surrogate_escape_is_a_corpus_error(tmp_path, tiny_model_dir):
+    # JSON allows "\ud800" (half of a UTF-16 pair, e.g. a cut emoji); no tokenizer or SQLite can take it.
+    path = tmp_path / "corpus.jsonl"
+    path.write_text('{"_id": "a", "text": "fine"}\n{"_id": "b", "title": "x", "text": "cut \\ud83d emoji"}\n')
+    with pytest.raises(InputError, match=f"{path}:2: field 'text' is not valid Unicode"):
+        build_index(path, tmp_path / "idx", bi_encoder=BiEncoder(tiny_model_dir), show_progress_bar=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl"]
+
+
+def test_missing_query_encoder_names_the_index(tmp_path, corpus_path, tiny_model_dir):
+    # The user named no model: the error must say it is the index's bi-encoder, and what still works.
+    from crossencoder.errors import ModelNotFoundError
+
+    encoder_dir = shutil.copytree(tiny_model_dir, tmp_path / "encoder")
+    build_index(corpus_path, tmp_path / "idx", bi_encoder=BiEncoder(encoder_dir), show_progress_bar=False)
+    shutil.rmtree(encoder_dir)
+    index = Index.open(tmp_path / "idx")
+    assert index.bm25_search(["Berlin population"], 1)[0]
+    with pytest.raises(ModelNotFoundError, match=f"{tmp_path / 'idx'} was built with bi-encoder {str(encoder_dir)!r}, "
+                                                 "which cannot be loaded.*does not exist.*bm25"):
+        index.dense_search(["Berlin population"], 1)
+
+
+def _replace_weights(folder, seed: int) -> None:
+    """Put other weights of the same shape into a model folder, as re-training into the same path does."""
+    from crossencoder.testing import make_tiny_cross_encoder
+
+    shutil.rmtree(folder)
+    make_tiny_cross_encoder(folder, seed=seed)
+
+
+def test_changed_bi_encoder_discards_the_partial_build(tmp_path, corpus_path, tiny_model_dir):
+    encoder_dir = shutil.copytree(tiny_model_dir, tmp_path / "encoder")
+    with pytest.raises(KeyboardInterrupt):
+        build_index(corpus_path, tmp_path / "idx", bi_encoder=_CountingEncoder(encoder_dir, fail_after=2),
+                    chunk_size=2, show_progress_bar=False)
+    _replace_weights(encoder_dir, seed=1)
+    encoder = _CountingEncoder(encoder_dir)
+    index = build_index(corpus_path, tmp_path / "idx", bi_encoder=encoder, chunk_size=2, show_progress_bar=False)
+    assert encoder.embedded == len(DOCS)  # no vector of the old model is mixed in
+    fresh = build_index(corpus_path, tmp_path / "fresh", bi_encoder=BiEncoder(encoder_dir), chunk_size=2,
+                        show_progress_bar=False)
+    assert index.dense_search(["Berlin population"], 6) == fresh.dense_search(["Berlin population"], 6)
+
+
+def test_changed_bi_encoder_is_detected_at_search(tmp_path, corpus_path, tiny_model_dir):
+    encoder_dir = shutil.copytree(tiny_model_dir, tmp_path / "encoder")
+    build_index(corpus_path, tmp_path / "idx", bi_encoder=BiEncoder(encoder_dir), show_progress_bar=False)
+    assert Index.open(tmp_path / "idx", bi_encoder=BiEncoder(tiny_model_dir)).count == len(DOCS)  # a copy is fine
+    other = BiEncoder(_make_other(tmp_path / "other"))
+    with pytest.raises(IndexFolderError, match="embeds texts differently from the bi-encoder the index was built"):
+        Index.open(tmp_path / "idx", bi_encoder=other)
+    _replace_weights(encoder_dir, seed=1)
+    index = Index.open(tmp_path / "idx")
+    assert index.bm25_search(["Berlin population"], 1)[0]  # BM25 needs no encoder
+    with pytest.raises(IndexFolderError, match=f"{tmp_path / 'idx'}: the bi-encoder {str(encoder_dir)!r} embeds "
+                                               "texts differently .*--overwrite"):
+        index.dense_search(["Berlin population"], 1)
+
+
+def _make_other(folder):
+    from crossencoder.testing import make_tiny_cross_encoder
+
+    return make_tiny_cross_encoder(folder, seed=2)

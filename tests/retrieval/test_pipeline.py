@@ -207,3 +207,9 @@ def test_mining_refuses_judgments_of_unknown_documents(index):
     queries = {"q1": "How many people live in the German capital?"}
     with pytest.raises(InputError, match=r"none of the 2 judged documents is in the index .*'Berlin', 'Paris'"):
         mine_training_pairs(index, queries, {"q1": {"Berlin": 2, "Paris": 0}}, method="bm25")
+
+
+def test_search_many_refuses_a_single_string(index):
+    # A str is a sequence: each character would be searched as a query.
+    with pytest.raises(TypeError, match="list of queries"):
+        search_many(index, "coffee beans")

@@ -100,9 +100,10 @@ class ClassificationEvaluator:
         y_true = label_ids(self.labels, model)
         logits = _logits(model, self.pairs, self.batch_size, self.show_progress_bar, self.symmetric)
         if model.num_labels == 1:
-            return classification_metrics(y_true, (logits[:, 0] > 0).astype(int), scores=logits[:, 0])
+            return classification_metrics(y_true, (logits[:, 0] > 0).astype(int), scores=logits[:, 0], num_classes=2)
         binary_scores = logits[:, 1] - logits[:, 0] if model.num_labels == 2 else None
-        return classification_metrics(y_true, logits.argmax(axis=1), scores=binary_scores)
+        return classification_metrics(y_true, logits.argmax(axis=1), scores=binary_scores,
+                                      num_classes=model.num_labels)
 
 
 def label_ids(labels: Sequence[Any], model: CrossEncoder, start: int = 0) -> list[int]:

@@ -48,7 +48,8 @@ def correlation_metrics(predictions: Sequence[float], gold: Sequence[float]) -> 
 
 
 def classification_metrics(
-    y_true: Sequence[int], y_pred: Sequence[int], scores: Sequence[float] | None = None
+    y_true: Sequence[int], y_pred: Sequence[int], scores: Sequence[float] | None = None,
+    num_classes: int | None = None,
 ) -> dict[str, float]:
     """Accuracy and macro-F1; for binary tasks also F1 of class 1 and, given scores, average precision (sklearn).
 
@@ -57,6 +58,8 @@ def classification_metrics(
         y_pred: Predicted class ids.
         scores: For binary tasks, the score of class 1 for each pair (probability or logit); enables
             ``average_precision``.
+        num_classes: Classes of the task (a model's, so the metric names do not depend on what it predicted);
+            None: binary when every gold and predicted id is 0 or 1.
 
     Returns:
         ``{"accuracy", "macro_f1"[, "f1", "average_precision"]}``.
@@ -78,7 +81,11 @@ def classification_metrics(
         "accuracy": float(accuracy_score(true, pred)),
         "macro_f1": float(f1_score(true, pred, average="macro", zero_division=0)),
     }
-    if set(np.unique(true)) <= {0, 1} and set(np.unique(pred)) <= {0, 1}:
+    if num_classes is None:
+        binary = set(np.unique(true)) <= {0, 1} and set(np.unique(pred)) <= {0, 1}
+    else:
+        binary = num_classes == 2
+    if binary:
         out["f1"] = float(f1_score(true, pred, pos_label=1, average="binary", zero_division=0))
         if scores is not None and len(np.unique(true)) == 2:
             out["average_precision"] = float(average_precision_score(true, np.asarray(scores, dtype=np.float64)))
@@ -101,10 +108,13 @@ def ranking_metrics(
 
     Returns:
         ``{"mrr@10", "ndcg@10", "map", "recall@1", "recall@5", "recall@10"}`` (names follow ``k``/``recall_at``).
-        Queries without any relevant document are left out (they have no defined MRR/NDCG).
+        Queries without any relevant document are left out (they have no defined MRR/NDCG). Documents with equal
+        scores are ranked lowest grade first (the pessimistic order), so a scorer that gives every candidate the same
+        score is not credited with the order of its input; a NaN score ranks last. To evaluate a ranking that
+        breaks its own ties, pass scores that decrease along it.
 
     Raises:
-        ValueError: no query has a relevant document.
+        ValueError: no query has a relevant document, or a relevance is not an integer.
 
     Example:
         >>> ranking_metrics({"q1": {"d1": 1}}, {"q1": {"d1": 0.2, "d2": 0.9}})["mrr@10"]
@@ -113,19 +123,34 @@ def ranking_metrics(
     require_extra("ranx", feature="Ranking metrics")
     from ranx import Qrels, Run, evaluate
 
+    for q, docs in qrels.items():
+        for d, r in docs.items():
+            if not float(r).is_integer():
+                # Truncated, 0.5 would be a judged document of grade 0: its query would count as a miss.
+                raise ValueError(f"query {q!r}, document {d!r}: relevance {r!r} is not an integer grade.")
     judged = {q: {d: int(r) for d, r in docs.items() if r > 0} for q, docs in qrels.items()}
     judged = {q: docs for q, docs in judged.items() if docs}
     if not judged:
         raise ValueError("Ranking metrics need at least one query with a relevant document.")
     # ranx rejects queries that are missing from the run; an empty candidate list scores 0 on every metric.
-    scored = {q: {d: float(s) for d, s in run.get(q, {}).items()} or {"__none__": 0.0} for q in judged}
+    scored = {q: _strict_scores(run.get(q, {}), judged[q]) or {"__none__": 0.0} for q in judged}
     names = [f"mrr@{k}", f"ndcg@{k}", "map"] + [f"recall@{c}" for c in recall_at]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numba type-safety chatter from inside ranx
         values = evaluate(Qrels(judged), Run(scored), names, make_comparable=True)
-    if not isinstance(values, dict):  # ranx returns a bare float for a single metric
-        values = {names[0]: values}
     return {name: float(values[name]) for name in names}
+
+
+def _strict_scores(scores: Mapping[str, float], relevance: Mapping[str, int]) -> dict[str, float]:
+    """Scores without ties, lowest grade first among equal scores. ranx orders ties as its sort leaves them (input
+    order in short lists), which put the positive that ``(query, positive, negatives...)`` lists first on top of a
+    constant scorer's ranking."""
+    def key(doc: str) -> tuple[float, int]:
+        score = float(scores[doc])
+        return (math.inf if math.isnan(score) else -score, relevance.get(doc, 0))
+
+    order = sorted(scores, key=key)
+    return {doc: float(len(order) - rank) for rank, doc in enumerate(order)}
 
 
 def expected_calibration_error(probabilities: Sequence[float], labels: Sequence[int], n_bins: int = 15) -> float:

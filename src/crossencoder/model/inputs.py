@@ -3,27 +3,15 @@ orders of symmetric scoring."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from crossencoder.files import unicode_problem
+
 if TYPE_CHECKING:
     import torch
-
-
-# Lone surrogates ("\ud800": JSON escapes, bytes decoded with errors="surrogateescape") are not valid Unicode; the
-# tokenizer fails on them with "TextInputSequence must be str", naming neither the text nor the problem.
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def unicode_problem(text: str, name: str) -> str | None:
-    """Why ``text`` (called ``name`` in the message) is not valid Unicode, or None when it is."""
-    if text.isascii():  # O(1) in CPython: ASCII texts are not scanned
-        return None
-    surrogate = _LONE_SURROGATE.search(text)
-    return f"{name} is not valid Unicode: it holds a lone surrogate {surrogate.group()!a}" if surrogate else None
 
 
 def _check_unicode(text: str, name: str) -> None:

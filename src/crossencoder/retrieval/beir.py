@@ -8,11 +8,12 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from crossencoder.files import InputError, parse_json_line, pick_text, read_lines
 from crossencoder.evaluation.metrics import ranking_metrics
 from crossencoder.model.windows import Aggregation
+from crossencoder.retrieval.corpus import read_id
 from crossencoder.retrieval.index import Index
 from crossencoder.retrieval.pipeline import METHODS, Hit, fuse_with_first_stage, search_many
 
@@ -41,29 +42,33 @@ class BeirDataset:
 
 
 def read_qrels(path: str | os.PathLike) -> Qrels:
-    """Read a BEIR qrels TSV (``query-id``, ``corpus-id``, ``score``; a header line is optional).
+    """Read a qrels file: BEIR TSV (``query-id``, ``corpus-id``, ``score``; a header line is optional) or TREC
+    (``query-id``, iteration, ``corpus-id``, ``score``, as MS MARCO's ``qrels.dev.tsv``; tabs or spaces).
 
     Raises:
-        InputError: missing file, a line that is not UTF-8, a short row or a non-integer score (names file and line).
+        InputError: missing file, a line that is not UTF-8, a row of another width or a non-integer score (names
+            file and line).
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such qrels file.")
     qrels: Qrels = {}
     for number, (lineno, line) in enumerate(read_lines(os.fspath(path))):
-        row = next(csv.reader([line], delimiter="\t"))
+        row = next(csv.reader([line], delimiter="\t")) if "\t" in line else line.split()
         if number == 0 and row[0].strip().lower() in ("query-id", "query_id", "qid"):
             continue
-        if len(row) < 3:
-            raise InputError(f"{path}:{lineno}: expected query-id, corpus-id and score separated by tabs.")
+        if len(row) not in (3, 4):
+            raise InputError(f"{path}:{lineno}: expected 3 columns (query-id, corpus-id, score) or 4 (TREC: "
+                             f"query-id, iteration, corpus-id, score), got {len(row)}.")
+        query_id, doc_id, score = (row[0], row[2], row[3]) if len(row) == 4 else row
         try:
-            value = float(row[2])
+            value = float(score)
         except ValueError:
-            raise InputError(f"{path}:{lineno}: score {row[2]!r} is not a number.") from None
+            raise InputError(f"{path}:{lineno}: score {score!r} is not a number.") from None
         # Grades are integers; truncating 0.7 to 0 would silently turn a judged passage into a negative.
         if not value.is_integer():
-            raise InputError(f"{path}:{lineno}: score {row[2]!r} is not an integer grade.")
-        qrels.setdefault(row[0].strip(), {})[row[1].strip()] = int(value)
+            raise InputError(f"{path}:{lineno}: score {score!r} is not an integer grade.")
+        qrels.setdefault(query_id.strip(), {})[doc_id.strip()] = int(value)
     if not qrels:
         raise InputError(f"{path}: no judgments.")
     return qrels
@@ -79,9 +84,7 @@ def read_queries(path: str | os.PathLike) -> dict[str, str]:
     queries: dict[str, str] = {}
     for lineno, line in read_lines(name):
         obj = parse_json_line(name, lineno, line)
-        if "_id" not in obj:
-            raise InputError(f"{name}:{lineno}: missing field '_id'.")
-        query_id = str(obj["_id"])
+        query_id = read_id(obj, "_id", name, lineno)
         if query_id in queries:
             raise InputError(f"{name}:{lineno}: duplicate query id {query_id!r}.")
         text = pick_text(obj, ("text",), name, lineno)
@@ -115,6 +118,12 @@ def load_beir(data_dir: str | os.PathLike, split: str = "test") -> BeirDataset:
     if missing:
         raise InputError(f"{queries_file}: {len(missing)} judged queries are missing, e.g. {missing[0]!r}.")
     return BeirDataset(corpus, {q: queries[q] for q in qrels}, qrels)
+
+
+def text_ids(queries: Mapping[Any, str], qrels: Mapping[Any, Mapping[Any, int]]) -> tuple[dict[str, str], Qrels]:
+    """Queries and judgments keyed by text ids, as the index stores them (an integer id as its decimal text)."""
+    return ({str(q): text for q, text in queries.items()},
+            {str(q): {str(d): r for d, r in docs.items()} for q, docs in qrels.items()})
 
 
 def _examples(ids: Sequence[str], n: int = 3) -> str:
@@ -167,7 +176,7 @@ def evaluate(
 
     Args:
         index: Index of the corpus the judgments refer to.
-        queries: ``{query_id: text}``.
+        queries: ``{query_id: text}`` (integer ids match the corpus's integer ids).
         qrels: ``{query_id: {doc_id: relevance}}`` (graded; > 0 is relevant).
         methods: First stages to evaluate.
         reranker: Adds a ``"<method> + rerank"`` row per method (re-ranks that method's ``candidates``).
@@ -193,6 +202,7 @@ def evaluate(
     """
     if fusion and reranker is None:
         raise ValueError("fusion fuses the re-ranker with the first stage: pass a reranker.")
+    queries, qrels = text_ids(queries, qrels)
     # Only the evaluated queries' judgments count: a judged query outside ``queries`` would score 0.
     ids = [q for q in queries if q in qrels]
     if not ids:
@@ -210,7 +220,8 @@ def evaluate(
         stages += [(f"{m} + rerank", m, reranker) for m in reranked]
 
     def score(name: str, results: list[list[Hit]]) -> None:
-        run = {q: {hit.id: hit.score for hit in hits} for q, hits in zip(ids, results)}
+        # Scores that fall along the returned order: fusion ties often, and the order search() returns is the result.
+        run = {q: {hit.id: float(len(hits) - rank) for rank, hit in enumerate(hits)} for q, hits in zip(ids, results)}
         values = ranking_metrics(qrels, run, k=10, recall_at=(100,))
         table[name] = {metric: values[metric] for metric in METRICS}
 

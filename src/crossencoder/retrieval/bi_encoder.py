@@ -92,8 +92,13 @@ def _pipeline(folder: Path) -> dict[str, Any]:
 
 def _pooling_mode(config: dict[str, Any], where: Path) -> str:
     if "pooling_mode" in config:
-        mode = {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}.get(config["pooling_mode"],
-                                                                                     config["pooling_mode"])
+        mode = config["pooling_mode"]
+        # sentence-transformers >= 5 writes several modes (concatenated vectors) as a list.
+        if isinstance(mode, list):
+            if len(mode) != 1:
+                raise CrossEncoderError(f"{where}: exactly one of mean, cls or max pooling is supported, got {mode}.")
+            mode = mode[0]
+        mode = {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}.get(str(mode), str(mode))
     else:
         modes = [m for m in POOLING_MODES if config.get(f"pooling_mode_{m}_token{'s' if m != 'cls' else ''}")]
         other = [k for k, v in config.items() if k.startswith("pooling_mode_") and v and k not in

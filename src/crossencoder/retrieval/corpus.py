@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from crossencoder.files import InputError, parse_json_line, read_lines
+from crossencoder.files import InputError, checked_text, parse_json_line, read_lines
 
 
 def join_title(title: str, text: str) -> str:
@@ -27,14 +27,15 @@ class Document:
         return join_title(self.title, self.text)
 
 
-def _id(obj: dict, key: str, name: str, lineno: int) -> str:
+def read_id(obj: dict, key: str, name: str, lineno: int) -> str:
+    """The id field ``key`` of a JSONL object as a string (an integer as its decimal text)."""
     if key not in obj:
         raise InputError(f"{name}:{lineno}: missing field {key!r}.")
     value = obj[key]
     # BEIR ids are strings; integer ids (common in hand-made files) are accepted as their decimal text.
     if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
         raise InputError(f"{name}:{lineno}: field {key!r} must be a non-empty string, got {value!r}.")
-    return str(value)
+    return checked_text(str(value), key, name, lineno)
 
 
 def _optional_text(obj: dict, key: str, name: str, lineno: int) -> str:
@@ -43,7 +44,7 @@ def _optional_text(obj: dict, key: str, name: str, lineno: int) -> str:
         return ""
     if not isinstance(value, str):
         raise InputError(f"{name}:{lineno}: field {key!r} must be a string, got {type(value).__name__}.")
-    return value
+    return checked_text(value, key, name, lineno)
 
 
 def read_corpus(path: str | os.PathLike) -> list[Document]:
@@ -68,7 +69,7 @@ def read_corpus(path: str | os.PathLike) -> list[Document]:
     seen: dict[str, int] = {}
     for lineno, line in read_lines(name):
         obj = parse_json_line(name, lineno, line)
-        doc_id = _id(obj, "id" if "id" in obj and "_id" not in obj else "_id", name, lineno)
+        doc_id = read_id(obj, "id" if "id" in obj and "_id" not in obj else "_id", name, lineno)
         if "text" not in obj:
             raise InputError(f"{name}:{lineno}: missing field 'text'.")
         text = _optional_text(obj, "text", name, lineno)

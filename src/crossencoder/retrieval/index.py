@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from crossencoder.errors import CrossEncoderError, require_extra
+from crossencoder.errors import CrossEncoderError, ModelNotFoundError, require_extra
 from crossencoder.retrieval.bi_encoder import BiEncoder
 from crossencoder.retrieval.corpus import Document, read_corpus
 from crossencoder.files import InputError, atomic_dir, file_sha256, write_atomic, write_text_atomic
@@ -40,6 +40,9 @@ DENSE_FILE = "dense.faiss"
 BM25_DIR = "bm25"
 DOCS_FILE = "docs.sqlite"
 BUILD_STATE = "build.json"
+PROBE_TEXT = "How many people live in Berlin?"
+# What an index folder holds; overwrite=True replaces no folder with anything else in it.
+_PARTS = {MANIFEST, DENSE_FILE, BM25_DIR, DOCS_FILE}
 IndexType = Literal["flat", "hnsw"]
 # (row in the index, score) pairs, best first.
 Hits = list[tuple[int, float]]
@@ -91,27 +94,41 @@ def _encoder_identity(encoder: BiEncoder) -> dict[str, Any]:
     }
 
 
+def probe_vector(encoder: BiEncoder) -> list[float]:
+    """The encoder's vector of a fixed text: a fingerprint of its weights, which its path does not give (a model
+    re-trained into the same folder would otherwise mix two models' vectors in one index)."""
+    return [round(float(x), 6) for x in encoder.encode([PROBE_TEXT], show_progress_bar=False, normalize=True)[0]]
+
+
+def _same_encoder(probe: Sequence[float], other: Sequence[float]) -> bool:
+    # Cosine of unit vectors; a tolerance, not equality: another device or kernel changes the last digits.
+    return len(probe) == len(other) and float(np.dot(probe, other)) >= 0.999
+
+
 def _embed_resumable(
     documents: Sequence[Document],
     encoder: BiEncoder,
     cache: Path,
     key: dict[str, Any],
+    probe: list[float],
     chunk_size: int,
     batch_size: int,
     show_progress_bar: bool | None,
 ) -> np.ndarray:
-    """Embed the corpus chunk by chunk into ``cache``; chunks already there from an interrupted build are reused."""
+    """Embed the corpus chunk by chunk into ``cache``; chunks already there from an interrupted build are reused
+    when the corpus, the settings and the encoder's :func:`probe_vector` are the same."""
     state_file = cache / BUILD_STATE
     if state_file.is_file():
         try:
             previous = json.loads(state_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            previous = None
-        if previous != key:
-            logger.info("Discarding the partial build in %s: corpus or settings changed.", cache)
+            same = previous["key"] == key and _same_encoder(previous["probe"], probe)
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+            same = False
+        if not same:
+            logger.info("Discarding the partial build in %s: corpus, settings or bi-encoder changed.", cache)
             shutil.rmtree(cache)
     cache.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(state_file, key)
+    _write_json_atomic(state_file, {"key": key, "probe": probe})
     starts = range(0, len(documents), chunk_size)
     chunks: list[np.ndarray] = []
     done = 0
@@ -170,7 +187,9 @@ def build_index(
 
     Raises:
         InputError: bad corpus (names file and line), ``"-"`` (stdin), or no word BM25 can index.
-        IndexFolderError: ``out_dir`` is a file, or exists and ``overwrite`` is False, or a bad ``index_type``.
+        IndexFolderError: ``out_dir`` is a file, or exists and ``overwrite`` is False, or holds files that are not
+            part of an index (never replaced), or a bad ``index_type``.
+        ValueError: ``hnsw_m``, ``batch_size`` or ``chunk_size`` is not a positive integer.
 
     Example:
         >>> index = build_index("corpus.jsonl", "my-index")
@@ -183,12 +202,21 @@ def build_index(
     bm25s = _bm25s()
     if index_type not in ("flat", "hnsw"):
         raise IndexFolderError(f"index_type must be 'flat' or 'hnsw', got {index_type!r}.")
+    for name, value in (("hnsw_m", hnsw_m), ("batch_size", batch_size), ("chunk_size", chunk_size)):
+        # faiss aborts the whole process on an HNSW graph degree of 0.
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise IndexFolderError(f"{out} is a file, not a folder; choose a folder for the index.")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise IndexFolderError(f"{out} already exists and is not empty; choose another folder, or replace it with "
                               "overwrite=True (CLI: --overwrite).")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in _PARTS) if out.is_dir() else []
+    if foreign:
+        # Replacing the folder would delete them (a mistyped --out, or the folder that holds the corpus).
+        raise IndexFolderError(f"{out} holds files that are not part of an index (e.g. {foreign[0]!r}); refusing to "
+                               "replace it: choose another folder, or delete it yourself.")
     if os.fspath(corpus_path) == "-":
         # The index records the corpus file's path and checksum (and a resumed build re-reads the file).
         raise InputError("The corpus cannot be read from stdin: save it to a file and index that file.")
@@ -199,11 +227,12 @@ def build_index(
         raise InputError(f"{corpus_path}: no document has a word BM25 can index (words of two or more characters "
                          "that are not English stop words).")
     encoder = bi_encoder or BiEncoder()
-    identity = _encoder_identity(encoder)
+    identity = {**_encoder_identity(encoder), "probe": probe_vector(encoder)}
     corpus_sha = file_sha256(Path(corpus_path))
     cache = out.with_name(f".{out.name}.partial")
-    key = {**identity, "corpus_sha256": corpus_sha, "chunk_size": chunk_size}
-    vectors = _embed_resumable(documents, encoder, cache, key, chunk_size, batch_size, show_progress_bar)
+    key = {**_encoder_identity(encoder), "corpus_sha256": corpus_sha, "chunk_size": chunk_size}
+    vectors = _embed_resumable(documents, encoder, cache, key, identity["probe"], chunk_size, batch_size,
+                               show_progress_bar)
 
     with atomic_dir(out) as tmp:
         if index_type == "flat":
@@ -233,6 +262,12 @@ def build_index(
         _write_json_atomic(tmp / MANIFEST, manifest)
     shutil.rmtree(cache, ignore_errors=True)
     return Index.open(out, bi_encoder=encoder)
+
+
+def _matches(manifest: dict[str, Any], encoder: BiEncoder) -> bool:
+    """Whether ``encoder`` makes the vectors the index was built with (indexes without a probe are trusted)."""
+    probe = manifest["bi_encoder"].get("probe")
+    return probe is None or _same_encoder(probe, probe_vector(encoder))
 
 
 def _unreadable(folder: Path, manifest: dict[str, Any], part: str, exc: BaseException) -> IndexFolderError:
@@ -301,25 +336,31 @@ class Index:
             raise IndexFolderError(f"{folder}: no {MANIFEST}; not an index, or a half-written one. Rebuild it.")
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            files = manifest["files"]
             version = manifest["format_version"]
             expected_dims = manifest["bi_encoder"]["dimensions"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise IndexFolderError(f"{manifest_path}: corrupt manifest ({exc}). Rebuild the index.") from None
+            count = int(manifest["count"])
+            files = {name: (int(meta["size"]), str(meta["sha256"])) for name, meta in manifest["files"].items()}
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise IndexFolderError(f"{manifest_path}: corrupt manifest ({type(exc).__name__}: {exc}). "
+                                   "Rebuild the index.") from None
         if version != FORMAT_VERSION:
             raise IndexFolderError(f"{folder}: index format {version}, this version reads {FORMAT_VERSION}. "
                                    "Rebuild it.")
-        for name, meta in files.items():
+        for name, (size, sha256) in files.items():
             file = folder / name
-            if not file.is_file() or file.stat().st_size != meta["size"]:
+            if not file.is_file() or file.stat().st_size != size:
                 raise IndexFolderError(f"{folder}: {name} is missing or truncated; the index is corrupt. "
                                        "Rebuild it.")
-            if verify and file_sha256(file) != meta["sha256"]:
+            if verify and file_sha256(file) != sha256:
                 raise IndexFolderError(f"{folder}: {name} does not match its checksum; the index is corrupt. "
                                        "Rebuild it.")
         if bi_encoder is not None and bi_encoder.dimension != expected_dims:
             raise IndexFolderError(f"{folder}: built with {expected_dims}-dimensional vectors, the given "
                                    f"bi-encoder makes {bi_encoder.dimension}.")
+        if bi_encoder is not None and not _matches(manifest, bi_encoder):
+            raise IndexFolderError(f"{folder}: the given bi-encoder embeds texts differently from the bi-encoder the "
+                                   f"index was built with ({manifest['bi_encoder']['model']!r}); its query vectors "
+                                   "would not match the documents'.")
         # Damage that keeps the sizes (bit rot, a partial overwrite) only shows when a part is read: name the part.
         try:
             dense = faiss.read_index(str(folder / DENSE_FILE))
@@ -335,9 +376,10 @@ class Index:
         except sqlite3.DatabaseError as exc:
             db.close()
             raise _unreadable(folder, manifest, DOCS_FILE, exc) from None
-        if dense.ntotal != manifest["count"] or rows != manifest["count"]:
+        if dense.ntotal != count or rows != count:
+            db.close()
             raise IndexFolderError(f"{folder}: the parts hold {dense.ntotal} vectors and {rows} texts, the manifest "
-                                   f"says {manifest['count']}. Rebuild it.")
+                                   f"says {count}. Rebuild it.")
         return cls(folder, manifest, dense, bm25, db, bi_encoder)
 
     def __repr__(self) -> str:
@@ -345,10 +387,30 @@ class Index:
 
     @property
     def bi_encoder(self) -> BiEncoder:
-        """The query encoder (loaded from the manifest's model on first use)."""
+        """The query encoder (loaded from the manifest's model on first use).
+
+        Raises:
+            ModelNotFoundError: the manifest's model cannot be loaded (names the index).
+            IndexFolderError: it no longer makes the vectors the index was built with (re-trained in place).
+        """
         if self._bi_encoder is None:
             spec = self.manifest["bi_encoder"]
-            self._bi_encoder = BiEncoder(spec["model"], max_length=spec["max_length"])
+            try:
+                encoder = BiEncoder(spec["model"], max_length=spec["max_length"])
+            except ModelNotFoundError as exc:
+                # The user named no model here: say which index needs it, and what works without it.
+                raise ModelNotFoundError(
+                    f"{self.path} was built with bi-encoder {spec['model']!r}, which cannot be loaded ({exc}). "
+                    "Restore it, pass a copy with Index.open(..., bi_encoder=...), or search with method='bm25' "
+                    "(CLI: --method bm25)."
+                ) from None
+            if not _matches(self.manifest, encoder):
+                raise IndexFolderError(
+                    f"{self.path}: the bi-encoder {spec['model']!r} embeds texts differently than when the index was "
+                    "built (its weights changed); rebuild the index with `crossencoder index "
+                    f"{self.manifest['corpus']['path']} --out {self.path} --overwrite`, or search with method='bm25'."
+                )
+            self._bi_encoder = encoder
         return self._bi_encoder
 
     def _select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:

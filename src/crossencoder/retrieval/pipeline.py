@@ -30,7 +30,7 @@ class Hit:
         score: Its score at the last stage (the ranking key).
         scores: Score per stage that saw it: ``bm25``, ``dense``, ``hybrid`` (fused), ``rerank``, and ``fused``
             (re-ranker and first stage fused; see :func:`fuse_with_first_stage`).
-        window, window_span: With ``long_documents``, the best-scoring window and its ``(start, end)`` character
+        window, window_span: With ``long_documents``, the window the score comes from and its ``(start, end)`` character
             offsets in ``text`` (the re-ranker reads title + text: a window that begins in the title starts at 0,
             and one that lies entirely in the title is ``(0, 0)``).
     """
@@ -167,7 +167,13 @@ def search_many(
 
     Returns:
         One best-first list of at most ``top_k`` hits per query.
+
+    Raises:
+        TypeError: ``queries`` is a single string.
+        ValueError: as :func:`search`.
     """
+    if isinstance(queries, str):
+        raise TypeError("search_many() takes a list of queries, not a single string (use search()).")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
     if top_k < 1 or candidates < 1:

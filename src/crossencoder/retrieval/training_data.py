@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from crossencoder.retrieval.beir import _examples, unknown_judged_documents
+from crossencoder.retrieval.beir import _examples, text_ids, unknown_judged_documents
 from crossencoder.retrieval.index import Index
 from crossencoder.retrieval.pipeline import Method, search_many
 
@@ -30,7 +30,7 @@ def mine_training_pairs(
 
     Args:
         index: Index of the corpus the judgments refer to.
-        queries: ``{query_id: text}``; only queries with judgments are used.
+        queries: ``{query_id: text}``; only queries with judgments are used (integer ids match the corpus's).
         qrels: ``{query_id: {doc_id: relevance}}``.
         method: Retriever that proposes negatives (``bm25``, ``dense`` or ``hybrid``).
         num_negatives: Negatives per query.
@@ -52,6 +52,7 @@ def mine_training_pairs(
     """
     if num_negatives < 0 or skip_top < 0 or candidates < 1:
         raise ValueError("num_negatives and skip_top must be >= 0 and candidates >= 1.")
+    queries, qrels = text_ids(queries, qrels)
     top = max((r for docs in qrels.values() for r in docs.values()), default=0)
     if top <= 0:
         raise ValueError("The judgments hold no positive relevance.")

@@ -19,7 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crossencoder import __version__
-from crossencoder.model.inputs import average_orders, unicode_problem, with_swapped
+from crossencoder.files import unicode_problem
+from crossencoder.model.inputs import average_orders, with_swapped
 from crossencoder.model.ranking import best_first
 from crossencoder.server.batcher import MicroBatcher, QueueFullError, Scored, ShuttingDownError
 from crossencoder.server.metrics import Metrics
