@@ -103,9 +103,10 @@ def test_mined_lists_train_with_listnet(cli_index, tiny_model_dir, tmp_path, cap
 
 def test_beir_table_and_json(tmp_path, tiny_model_dir, capsys):
     write_jsonl(tmp_path / "corpus.jsonl", DOCS)
-    write_jsonl(tmp_path / "queries.jsonl", [{"_id": "q1", "text": "coffee beans"}])
+    write_jsonl(tmp_path / "queries.jsonl", [{"_id": "q1", "text": "coffee beans"}, {"_id": "q2", "text": "paris"}])
     (tmp_path / "qrels").mkdir()
-    (tmp_path / "qrels" / "dev.tsv").write_text("q1\tcoffee\t1\n")
+    # q2 has no relevant document: the metrics leave it out, and the header says so.
+    (tmp_path / "qrels" / "dev.tsv").write_text("q1\tcoffee\t1\nq2\tparis\t0\n")
     common = ["beir", tmp_path, "--split", "dev", "--bi-encoder", tiny_model_dir, "--index", tmp_path / "idx"]
     code, out, _ = run([*common, "--rerank-model", tiny_model_dir, "--json"], capsys)
     assert code == 0
@@ -117,6 +118,7 @@ def test_beir_table_and_json(tmp_path, tiny_model_dir, capsys):
     assert Index.open(tmp_path / "idx").count == 3  # built once, then reused
     code, out, _ = run(common, capsys)
     assert code == 0 and "| bm25 | 100.0 | 100.0 | 100.0 |" in out and "rerank" not in out
+    assert "(dev: 1 queries with a relevant document, 1 without one left out)" in out
 
 
 def test_beir_refuses_an_index_of_another_corpus(tmp_path, cli_index, capsys):

@@ -320,3 +320,19 @@ def _make_other(folder):
     from crossencoder.testing import make_tiny_cross_encoder
 
     return make_tiny_cross_encoder(folder, seed=2)
+
+
+def test_query_encoder_loaded_from_the_manifest_runs_on_the_device_asked(index_dir, monkeypatch):
+    from crossencoder.retrieval import index as index_module
+
+    devices = []
+
+    class RecordingBiEncoder(BiEncoder):
+        def __init__(self, *args, **kwargs):
+            devices.append(kwargs.get("device"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(index_module, "BiEncoder", RecordingBiEncoder)
+    with Index.open(index_dir, device="cpu") as index:
+        assert index.dense_search(["Berlin population"], 1)[0]
+    assert devices == ["cpu"]

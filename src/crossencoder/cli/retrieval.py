@@ -22,7 +22,8 @@ def _add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-length", type=int, help="cross-encoder tokens per pair (default: the model's)")
     group.add_argument("--long-documents", choices=["max", "mean", "first"],
                        help="score passages longer than the window in overlapping windows (default: truncate)")
-    group.add_argument("--device", help="cpu, cuda, mps (default: best available)")
+    group.add_argument("--device", help="cpu, cuda, mps for the query encoder and the re-ranker (default: best "
+                                        "available)")
     group.add_argument("--fuse", action="store_true",
                        help="rank by reciprocal-rank fusion of the re-ranker and the first stage (search); add "
                             "'+ fusion' rows (beir)")
@@ -130,7 +131,7 @@ def run_search(args: argparse.Namespace) -> int:
     check_positive(args, "top_k", "candidates", "batch_size")
     if not args.query.strip():
         raise InputError("The query is empty.")
-    index = Index.open(args.index, verify=False)
+    index = Index.open(args.index, verify=False, device=args.device)
     hits = search(index, args.query, method=args.method, top_k=args.top_k, candidates=args.candidates,
                   reranker=_reranker(args), batch_size=args.batch_size, long_documents=args.long_documents,
                   fuse_first_stage=args.fuse)
@@ -189,7 +190,7 @@ def run_beir(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="crossencoder-beir-") as scratch:
         folder = Path(args.index) if args.index else Path(scratch) / "index"
         if folder.exists():
-            index = Index.open(folder)
+            index = Index.open(folder, device=args.device)
             built_with = index.manifest["bi_encoder"]["model"]
             if index.manifest["corpus"]["sha256"] != file_sha256(data.corpus_path):
                 index.close()
@@ -208,6 +209,9 @@ def run_beir(args: argparse.Namespace) -> int:
     if args.json:
         print(to_json(table, indent=2))
     else:
-        print(f"{args.data_dir} ({args.split}: {len(data.queries)} queries)")
+        # The metrics average over queries with a relevant document; others (only grade-0 judgments) are left out.
+        judged = sum(any(grade > 0 for grade in docs.values()) for docs in data.qrels.values())
+        left_out = f", {len(data.queries) - judged} without one left out" if judged < len(data.queries) else ""
+        print(f"{args.data_dir} ({args.split}: {judged} queries with a relevant document{left_out})")
         print(format_table(table))
     return 0

@@ -302,7 +302,7 @@ class Index:
     """
 
     def __init__(self, path: Path, manifest: dict[str, Any], dense: Any, bm25: Any, db: sqlite3.Connection,
-                 bi_encoder: BiEncoder | None) -> None:
+                 bi_encoder: BiEncoder | None, device: str | None = None) -> None:
         self.path = path
         self.manifest = manifest
         self.count = int(manifest["count"])
@@ -310,15 +310,18 @@ class Index:
         self._bm25 = bm25
         self._db = db
         self._bi_encoder = bi_encoder
+        self._device = device
 
     @classmethod
-    def open(cls, path: str | os.PathLike, bi_encoder: BiEncoder | None = None, verify: bool = True) -> Index:
+    def open(cls, path: str | os.PathLike, bi_encoder: BiEncoder | None = None, verify: bool = True,
+             device: str | None = None) -> Index:
         """Open an index folder after checking it against its manifest.
 
         Args:
             path: The index folder.
             bi_encoder: Embeds queries; default: the model named in the manifest (loaded on first dense search).
             verify: Check every file's sha256 (sizes are always checked).
+            device: Where the manifest's query encoder runs (default: best available); unused with ``bi_encoder``.
 
         Raises:
             IndexFolderError: the folder is missing, has no manifest (half-written), a different format version, or a
@@ -380,7 +383,7 @@ class Index:
             db.close()
             raise IndexFolderError(f"{folder}: the parts hold {dense.ntotal} vectors and {rows} texts, the manifest "
                                    f"says {count}. Rebuild it.")
-        return cls(folder, manifest, dense, bm25, db, bi_encoder)
+        return cls(folder, manifest, dense, bm25, db, bi_encoder, device)
 
     def __repr__(self) -> str:
         return f"Index({str(self.path)!r}, count={self.count}, type={self.manifest['index_type']!r})"
@@ -396,7 +399,7 @@ class Index:
         if self._bi_encoder is None:
             spec = self.manifest["bi_encoder"]
             try:
-                encoder = BiEncoder(spec["model"], max_length=spec["max_length"])
+                encoder = BiEncoder(spec["model"], max_length=spec["max_length"], device=self._device)
             except ModelNotFoundError as exc:
                 # The user named no model here: say which index needs it, and what works without it.
                 raise ModelNotFoundError(
