@@ -77,6 +77,11 @@ def test_lines_break_only_at_newlines_and_fields_have_no_size_limit(tmp_path):
         ("empty.tsv", "\n\n", "empty.tsv: no examples"),
         # An empty label would read as a class name "" (a classification task) or fail far from this line.
         ("nolabel.tsv", "a\tb\t0.5\nc\td\t \n", "nolabel.tsv:2: the label \\(column 3\\) is empty"),
+        # JSON may escape half of a UTF-16 pair: it failed mid-training with a bare "surrogates not allowed".
+        ("cut.jsonl", '{"text_a": "a", "text_b": "b", "label": 1}\n["q", ["ok", "cut \\ud83d"], [1, 0]]\n',
+         "cut.jsonl:2: a text is not valid Unicode: it holds a lone surrogate"),
+        ("cut.json", '[{"text_a": "a", "text_b": "b", "label": 1}, {"text_a": "\\udc00", "text_b": "b", "label": 0}]',
+         "cut.json: example 1: a text is not valid Unicode"),
     ],
 )
 def test_bad_files_name_the_file_and_line(tmp_path, name, content, message):

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from crossencoder.errors import CrossEncoderError
 from crossencoder.evaluation.samples import is_ranking_example, to_labelled_pair
-from crossencoder.files import not_a_file
+from crossencoder.files import not_a_file, unicode_problem
 
 Task = Literal["regression", "classification", "ranking"]
 
@@ -34,6 +34,17 @@ def _cell(value: str) -> str | float:
         return float(value)
     except ValueError:
         return value
+
+
+def _check_texts(value: Any, where: str) -> None:
+    """Refuse a JSON example holding a string that is not valid Unicode (JSON may escape a lone surrogate,
+    ``"\\ud83d"``), naming where it is, rather than failing mid-training."""
+    if isinstance(value, str):
+        if problem := unicode_problem(value, f"{where} a text"):
+            raise DataFormatError(problem + ".")
+    elif isinstance(value, (list, dict)):
+        for item in value.values() if isinstance(value, dict) else value:
+            _check_texts(item, where)
 
 
 def _from_row(row: Sequence[Any]) -> Any:
@@ -79,6 +90,8 @@ def load_examples(path: str | os.PathLike, header: bool = False) -> list[Any]:
             raise DataFormatError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}).") from None
         if not isinstance(data, list):
             raise DataFormatError(f"{path}: expected a JSON list of examples.")
+        for i, x in enumerate(data):
+            _check_texts(x, f"{path}: example {i}:")
         examples = [_from_row(x) if isinstance(x, list) else x for x in data]
     elif suffix == ".jsonl":
         # Not splitlines(): it also breaks at U+2028 and other separators that JSON strings may hold as is.
@@ -89,6 +102,7 @@ def load_examples(path: str | os.PathLike, header: bool = False) -> list[Any]:
                 example = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataFormatError(f"{path}:{lineno}: invalid JSON ({exc.msg}).") from None
+            _check_texts(example, f"{path}:{lineno}:")
             examples.append(_from_row(example) if isinstance(example, list) else example)
     else:
         if suffix == ".csv":
