@@ -407,3 +407,11 @@ def test_an_fp16_step_the_scaler_skips_does_not_advance_the_schedule(tiny_model_
     assert (optimizer.steps, scheduler.steps) == (0, 0)
     trainer._optimizer_step([[0, 1, 2, 3]], optimizer, scheduler, None)
     assert (optimizer.steps, scheduler.steps) == (1, 1)
+
+
+def test_a_model_folder_named_relatively_then_absolutely_resumes(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tiny_model_dir.parent)
+    Trainer(CrossEncoder(tiny_model_dir.name), DATA, loss="bce", args=args(tmp_path / "run", max_steps=2)).train()
+    # It was refused: "base_model 'tiny-ce0' there, '/tmp/.../tiny-ce0' now".
+    resumed = Trainer(CrossEncoder(str(tiny_model_dir)), DATA, loss="bce", args=args(tmp_path / "run", max_steps=2))
+    assert resumed.train().global_step == 2

@@ -275,8 +275,11 @@ class Trainer:
         and mixed-precision settings may change between the runs (the latter so a run can move to another device).
         """
         a = self.args
+        base_model = a.base_model_name or self.model.model_name_or_path
+        if os.path.isdir(base_model):  # a folder named relatively in one run and absolutely in the next is the same
+            base_model = os.path.realpath(base_model)
         return {"num_examples": len(self.train_data), "data_sha256": self.data_sha256,
-                "base_model": a.base_model_name or self.model.model_name_or_path, "max_length": self.model.max_length,
+                "base_model": base_model, "max_length": self.model.max_length,
                 "loss": self.loss.name, "loss_config": self.loss.config(), "batch_size": a.batch_size,
                 "gradient_accumulation_steps": a.gradient_accumulation_steps, "seed": a.seed,
                 "learning_rate": a.learning_rate, "weight_decay": a.weight_decay, "total_steps": self.total_steps,
