@@ -81,6 +81,9 @@ def test_rank_ray_keeps_top_k_per_query(local_ray, tiny_model_dir, tmp_path, cap
     (["rank", "{pairs}"], "--query is required"),
     (["rank", "--ray", "-q", "q", "{pairs}", "{out}"], "--query is not used with --ray"),
     (["score", "--ray", "{pairs}", "{out}"], "no column 'text_a', 'text_b'"),
+    (["score", "--ray", "--shard-rows", "0", "{pairs}", "{out}"], "--shard-rows must be a positive integer, got 0"),
+    (["rank", "--ray", "--num-workers", "0", "{pairs}", "{out}"], "--num-workers must be a positive integer, got 0"),
+    (["score", "--ray", "--cpus-per-worker", "-1", "{pairs}", "{out}"], "--cpus-per-worker must be 0 or more"),
 ])
 def test_usage_errors_are_one_line(tiny_model_dir, tmp_path, capsys, argv, message):
     pairs = tmp_path / "pairs.jsonl"

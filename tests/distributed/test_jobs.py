@@ -120,6 +120,8 @@ def test_resume_refuses_a_different_job(tiny_model_dir, tmp_path):
     write_jsonl(tmp_path / "pairs.jsonl", make_rows(30))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "_job.json").write_text(json.dumps({"kind": "score", "shard_rows": 99}))
+    (tmp_path / "out" / "_done").mkdir()
+    (tmp_path / "out" / "_done" / "part-000000.json").write_text(json.dumps({"rows": 99, "bad": []}))
     with pytest.raises(JobInputError, match="different job .*shard_rows"):
         score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", shard_rows=10)
 
@@ -207,12 +209,15 @@ def test_dead_worker_is_restarted_and_its_shard_retried(local_ray, tiny_model_di
     assert sorted(pd.read_parquet(result.output_dir)["row"]) == [i for i in range(20) if i != 7]
 
 
-def test_worker_error_reaches_the_caller(local_ray, tmp_path):
+def test_worker_error_reaches_the_caller(local_ray, tiny_model_dir, tmp_path):
     write_jsonl(tmp_path / "pairs.jsonl", make_rows(3))
     with pytest.raises((DistributedJobError, ModelNotFoundError), match="no-such-model"):
         score_dataset(str(tmp_path / "no-such-model"), tmp_path / "pairs.jsonl", tmp_path / "out",
                       show_progress=False)
     assert not list((tmp_path / "out").glob("part-*"))
+    # Nothing was finished, so the corrected command runs in the same folder (no "different job" refusal).
+    result = score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", show_progress=False)
+    assert result.rows_written == 3
 
 
 def test_resume_refuses_another_model_or_rank_setting(local_ray, tiny_model_dir, tiny_nli_model_dir, tmp_path):
@@ -270,3 +275,80 @@ def test_a_muted_ray_logger_stays_muted_through_import_and_init(monkeypatch):
     monkeypatch.setattr(logging.getLogger("ray"), "level", logging.NOTSET)
     jobs._start_ray(fake_ray, "auto", 1, 1)
     assert [c["logging_level"] for c in calls] == [logging.ERROR, logging.WARNING]
+
+
+def test_a_folder_of_mixed_files_keeps_row_numbers_and_reports_undecodable_rows(local_ray, tiny_model_dir, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text("")  # an empty first file says nothing about the columns
+    rows = make_rows(6)
+    lines = [json.dumps(r).encode() for r in rows[:3]]
+    lines[1] = lines[1].replace(b"question", b"\xff")  # not UTF-8
+    lines[2] = lines[2].replace(b"question", rb"\ud800")  # a lone surrogate: no tokenizer takes it
+    (tmp_path / "in" / "b.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    pq.write_table(pa.Table.from_pylist(rows[3:]), tmp_path / "in" / "c.parquet")
+
+    result = score_dataset(tiny_model_dir, tmp_path / "in", tmp_path / "out", show_progress=False)
+
+    out = pd.read_parquet(tmp_path / "out").sort_values("row")
+    assert out["row"].tolist() == [0, 3, 4, 5] and out["id"].tolist() == ["p0", "p3", "p4", "p5"]
+    expected = CrossEncoder(tiny_model_dir).predict([(r["text_a"], r["text_b"]) for r in rows[:1] + rows[3:]])
+    np.testing.assert_allclose(out["score"], expected, atol=1e-5)
+    assert [(r["row"], r["reason"]) for r in result.bad_rows] == [
+        (1, "not valid UTF-8"), (2, "text_a: not valid Unicode (lone surrogate)"),
+    ]
+
+
+def test_a_file_missing_a_column_is_named_before_any_work(tiny_model_dir, tmp_path):
+    (tmp_path / "in").mkdir()
+    write_jsonl(tmp_path / "in" / "a.jsonl", make_rows(3))
+    pq.write_table(pa.Table.from_pylist([{"text_a": "q", "text_b": "p"}]), tmp_path / "in" / "b.parquet")
+    with pytest.raises(JobInputError, match=r"b.parquet: no column 'id'"):
+        score_dataset(tiny_model_dir, tmp_path / "in", tmp_path / "out")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(JobInputError, match=r"empty.jsonl: no rows"):
+        score_dataset(tiny_model_dir, tmp_path / "empty.jsonl", tmp_path / "out2")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_cpus_per_worker": -1}, "num_cpus_per_worker must be 0 or more, got -1"),
+    ({"num_gpus_per_worker": -0.5}, "num_gpus_per_worker must be 0 or more, got -0.5"),
+])
+def test_negative_resources_are_refused(tiny_model_dir, tmp_path, kwargs, message):
+    write_jsonl(tmp_path / "pairs.jsonl", make_rows(2))
+    with pytest.raises(JobInputError, match=message):
+        score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", **kwargs)
+
+
+def test_more_gpus_than_the_local_ray_has_are_refused_not_waited_for(local_ray, tiny_model_dir, tmp_path):
+    write_jsonl(tmp_path / "pairs.jsonl", make_rows(2))
+    gpus = ray.cluster_resources().get("GPU", 0)
+    with pytest.raises(JobInputError, match=f"each worker asks for {gpus + 1:g} GPU, but this Ray has {gpus:g}"):
+        score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", num_gpus_per_worker=gpus + 1)
+
+
+class OutOfMemoryModel:
+    """A CrossEncoder whose predict() fails as a model out of memory does (a bare exception, no message)."""
+
+    def __init__(self, path: str) -> None:
+        self.model = CrossEncoder(path)
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def predict(self, *args, **kwargs):
+        raise MemoryError()
+
+
+def test_a_worker_exception_without_a_message_is_named(local_ray, tiny_model_dir, tmp_path):
+    write_jsonl(tmp_path / "pairs.jsonl", make_rows(2))
+    with pytest.raises(DistributedJobError, match=r"a worker failed: MemoryError \(finished shards are kept"):
+        score_dataset(functools.partial(OutOfMemoryModel, str(tiny_model_dir)), tmp_path / "pairs.jsonl",
+                      tmp_path / "out", show_progress=False)
+
+
+def test_candidates_that_are_not_a_list_are_named():
+    from crossencoder.distributed.workers import _candidates_problem
+
+    assert _candidates_problem("q", "one passage") == "candidates: not a list (str)"
+    assert _candidates_problem("q", None) == "candidates: missing"
+    assert _candidates_problem("q", []) == "candidates: empty list"

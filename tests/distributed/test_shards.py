@@ -10,7 +10,16 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from crossencoder.distributed import JobInputError  # noqa: E402
-from crossencoder.distributed.shards import input_files, plan_shards, read_shard, write_atomic  # noqa: E402
+from crossencoder.distributed.shards import (  # noqa: E402
+    MANIFEST,
+    MARKERS,
+    check_manifest,
+    input_files,
+    input_schema,
+    plan_shards,
+    read_shard,
+    write_atomic,
+)
 
 
 def read_all(files, shard_rows, columns):
@@ -70,3 +79,27 @@ def test_write_atomic_leaves_nothing_when_the_writer_fails(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         write_atomic(tmp_path / "part-000000.parquet", fail)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_line_that_is_not_utf8_is_a_bad_row_not_a_crash(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(b'{"t": "ok"}\n{"t": "caf\xe9"}\n{"t": "fine"}\n')
+    assert input_schema(tmp_path / "a.jsonl").names == ["t"]
+    rows, bad = read_all([tmp_path / "a.jsonl"], 2, ["t"])
+    assert [r["row"] for r in rows] == [0, 2]
+    assert bad == [{"row": 1, "reason": "not valid UTF-8"}]
+    (tmp_path / "b.jsonl").write_bytes(b'{"t": "caf\xe9"}\n')
+    with pytest.raises(JobInputError, match=r"b.jsonl:1: not valid UTF-8"):
+        input_schema(tmp_path / "b.jsonl")
+
+
+def test_a_job_that_finished_no_shard_can_be_rerun_with_other_settings(tmp_path):
+    check_manifest(tmp_path, {"kind": "score", "model": {"name": "typo"}})
+    (tmp_path / "part-000003.parquet").write_bytes(b"written, but its marker never was")
+    # Nothing of the first job finished (its model did not load, say): a corrected command starts over.
+    check_manifest(tmp_path, {"kind": "score", "model": {"name": "right"}})
+    assert json.loads((tmp_path / MANIFEST).read_text())["model"] == {"name": "right"}
+    assert not list(tmp_path.glob("part-*"))
+    (tmp_path / MARKERS).mkdir()
+    (tmp_path / MARKERS / "part-000000.json").write_text('{"rows": 1, "bad": []}')
+    with pytest.raises(JobInputError, match="different job .*model"):
+        check_manifest(tmp_path, {"kind": "score", "model": {"name": "other"}})

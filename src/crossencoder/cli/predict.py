@@ -96,6 +96,10 @@ def _run_on_ray(args: argparse.Namespace, job: str, **job_kwargs: Any) -> int:
         raise InputError(f"--ray needs an output folder: crossencoder {job} --ray FILE OUT.")
     if args.file == "-":
         raise InputError("--ray reads a Parquet/JSONL file or folder, not stdin.")
+    check_positive(args, "shard_rows", "num_workers")
+    for flag, value in (("--cpus-per-worker", args.cpus_per_worker), ("--gpus-per-worker", args.gpus_per_worker)):
+        if not value >= 0:
+            raise InputError(f"{flag} must be 0 or more, got {value:g}.")
     from crossencoder import distributed
 
     if not args.verbose:

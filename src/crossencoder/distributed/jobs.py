@@ -138,7 +138,8 @@ def score_dataset(
 
     Raises:
         RayNotInstalledError: Ray is not installed.
-        JobInputError: missing input, missing text column, or ``output_dir`` holds a different job's output.
+        JobInputError: missing or empty input, a file without a text column, a negative resource or a worker
+            larger than the local Ray, or ``output_dir`` holds a different job's finished shards.
         DistributedJobError: a worker failed (its error is in the message); finished shards are kept.
 
     Example:
@@ -244,20 +245,29 @@ def _run_job(
     started = time.perf_counter()
     if num_workers < 1:
         raise JobInputError(f"num_workers must be a positive integer, got {num_workers}.")
+    for name, value in (("num_cpus_per_worker", num_cpus_per_worker), ("num_gpus_per_worker", num_gpus_per_worker)):
+        if not value >= 0:
+            raise JobInputError(f"{name} must be 0 or more, got {value}.")
     ray = _import_ray()
     files = input_files(input_path)
-    schema = input_schema(files[0])
-    found = schema.names
-    missing = [c for c in text_columns if c not in found]
-    if missing:
-        raise JobInputError(
-            f"{files[0]}: no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(found) or 'none'})."
-        )
-    if id_column is not None and id_column not in found:
-        logger.warning("%s: no %r column; rows are identified by their row number only.", files[0], id_column)
+    # Every file's columns, so a file without one is named now instead of failing its worker mid-job. A file
+    # with no rows has no columns (JSONL) and nothing to check.
+    schemas = [(file, schema) for file in files if (schema := input_schema(file)).names]
+    if not schemas:
+        raise JobInputError(f"{input_path}: no rows.")
+    first, schema = schemas[0]
+    if id_column is not None and id_column not in schema.names:
+        logger.warning("%s: no %r column; rows are identified by their row number only.", first, id_column)
         id_column = None
     columns = [*text_columns, *([id_column] if id_column else [])]
+    for file, file_schema in schemas:
+        missing = [c for c in columns if c not in file_schema.names]
+        if missing:
+            raise JobInputError(f"{file}: no column {', '.join(repr(c) for c in missing)} "
+                                f"(columns: {', '.join(file_schema.names)}).")
     shards = plan_shards(files, shard_rows)
+    if not shards:
+        raise JobInputError(f"{input_path}: no rows.")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_manifest(out, {
@@ -271,6 +281,8 @@ def _run_job(
         if owns_ray:
             _start_ray(ray, address, num_workers, num_cpus_per_worker)
         try:
+            if address is None:
+                _check_worker_fits(ray, num_cpus_per_worker, num_gpus_per_worker)
             worker_kwargs = {
                 "model": model, "model_kwargs": dict(model_kwargs or {}), "output_dir": str(out.resolve()),
                 "columns": columns, "id_column": id_column, "id_type": _id_type(schema, id_column),
@@ -303,6 +315,22 @@ def _start_ray(ray: Any, address: str | None, num_workers: int, num_cpus_per_wor
     # A local Ray sized so the whole pool fits even when it oversubscribes the cores (then it is just slower).
     num_cpus = max(os.cpu_count() or 1, math.ceil(num_workers * num_cpus_per_worker))
     ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=level)
+
+
+def _check_worker_fits(ray: Any, num_cpus_per_worker: float, num_gpus_per_worker: float) -> None:
+    """Refuse a worker larger than the whole local Ray: Ray Data would wait for it forever.
+
+    (On a cluster, ``address`` set, an autoscaler may still add the nodes.)
+
+    Raises:
+        JobInputError: one worker asks for more CPUs or GPUs than the local Ray has.
+    """
+    resources = ray.cluster_resources()
+    for kind, wanted in (("CPU", num_cpus_per_worker), ("GPU", num_gpus_per_worker)):
+        have = resources.get(kind, 0)
+        if wanted > have:
+            raise JobInputError(f"each worker asks for {wanted:g} {kind}, but this Ray has {have:g}: ask for fewer, "
+                                "or join a cluster that has them (address).")
 
 
 def _id_type(schema: pa.Schema, id_column: str | None) -> pa.DataType | None:
@@ -363,8 +391,9 @@ def _run_pending(
             raise error from (exc if isinstance(error, DistributedJobError) else None)
 
 
-# One "module.Name: message" line of a traceback, as Ray carries a worker's traceback in its errors' text.
-_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
+# One "module.Name: message" line of a traceback (a bare "module.Name" for an exception without a message), as
+# Ray carries a worker's traceback in its errors' text.
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception))(?:: (.+))?$")
 
 
 def _worker_error(exc: BaseException) -> Exception:
@@ -393,10 +422,11 @@ def _worker_error(exc: BaseException) -> Exception:
     kept = "(finished shards are kept; re-run to resume)"
     if found is None:
         return DistributedJobError(f"a worker failed: {type(chain[-1]).__name__}: {chain[-1]} {kept}")
-    name, message = found
-    if name.rsplit(".", 1)[-1] == JobInputError.__name__:
+    name, message = found  # no message for a bare `raise MemoryError()`
+    name = name.rsplit(".", 1)[-1]
+    if name == JobInputError.__name__:
         return JobInputError(message)
-    return DistributedJobError(f"a worker failed: {name.rsplit('.', 1)[-1]}: {message} {kept}")
+    return DistributedJobError(f"a worker failed: {name}{f': {message}' if message else ''} {kept}")
 
 
 def _collect(out: Path, shards: list[Shard], skipped: int, seconds: float) -> JobResult:

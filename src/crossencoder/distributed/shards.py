@@ -102,12 +102,11 @@ def input_schema(path: Path) -> pa.Schema:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
+            obj, problem = _parse_line(line)
+            if problem:
                 if objects:  # a bad row later on: reported by its worker, with its row number
                     continue
-                raise JobInputError(f"{path}:{lineno}: invalid JSON ({exc.msg}).") from None
+                raise JobInputError(f"{path}:{lineno}: {problem}.")
             if isinstance(obj, dict):
                 objects.append(obj)
             elif not objects:
@@ -188,16 +187,25 @@ def read_shard(shard: Shard, columns: list[str]) -> tuple[list[dict[str, Any]], 
         row_number = shard.first_row + offset
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            unreadable.append({"row": row_number, "reason": f"invalid JSON ({exc.msg})"})
+        obj, problem = _parse_line(line)
+        if problem:
+            unreadable.append({"row": row_number, "reason": problem})
             continue
         if not isinstance(obj, dict):
             unreadable.append({"row": row_number, "reason": f"expected a JSON object, got {type(obj).__name__}"})
             continue
         rows.append({**{c: obj.get(c) for c in columns}, "row": row_number})
     return rows, unreadable
+
+
+def _parse_line(line: bytes) -> tuple[Any, str | None]:
+    """The JSON value of a JSONL line, or ``(None, why it cannot be read)``."""
+    try:
+        return json.loads(line), None
+    except UnicodeDecodeError:
+        return None, "not valid UTF-8"
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON ({exc.msg})"
 
 
 def _read_parquet_rows(path: Path, start: int, stop: int, columns: list[str]) -> pa.Table:
@@ -242,10 +250,11 @@ def check_manifest(output_dir: Path, manifest: dict[str, Any]) -> None:
 
     Resuming is only safe when shards mean the same rows and the same values: same input files (size and mtime),
     ``shard_rows``, job kind, columns, model (name and load options) and output settings. A model given as a
-    callable is recorded as None and not compared.
+    callable is recorded as None and not compared. An earlier job that finished no shard (its model did not
+    load, say) is replaced, with the part files it left unfinished.
 
     Raises:
-        JobInputError: ``output_dir`` holds the output of a different job.
+        JobInputError: ``output_dir`` holds finished shards of a different job.
     """
     path = output_dir / MANIFEST
     if path.is_file():
@@ -254,12 +263,16 @@ def check_manifest(output_dir: Path, manifest: dict[str, Any]) -> None:
         uncomparable = previous.get("model") is None or manifest.get("model") is None
         changed = sorted(k for k in manifest.keys() | previous.keys()
                          if not (k == "model" and uncomparable) and previous.get(k) != manifest.get(k))
-        if changed:
+        if not changed:
+            return
+        if any((output_dir / MARKERS).glob("part-*.json")):
             raise JobInputError(
                 f"{output_dir} holds the output of a different job ({', '.join(changed)} changed); "
                 "resume needs the same input and settings, or use a new output folder."
             )
-        return
+        # Unfinished parts of the old job may be shards the new one does not have: pandas would read them.
+        for part in output_dir.glob("part-*.parquet"):
+            part.unlink()
     write_atomic(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
 
 

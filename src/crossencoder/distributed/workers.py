@@ -43,6 +43,10 @@ def _text_problem(value: Any) -> str | None:
         return f"not a string ({type(value).__name__})"
     if not value.strip():
         return "empty"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a JSON "\ud800" escape: the tokenizer would fail the whole shard on it
+        return "not valid Unicode (lone surrogate)"
     return None
 
 
@@ -174,8 +178,12 @@ def _candidates_problem(query: Any, candidates: Any) -> str | None:
     problem = _text_problem(query)
     if problem:
         return f"query: {problem}"
-    if not isinstance(candidates, (list, tuple, np.ndarray)) or len(candidates) == 0:
-        return "candidates: missing or empty list"
+    if candidates is None:
+        return "candidates: missing"
+    if not isinstance(candidates, (list, tuple, np.ndarray)):
+        return f"candidates: not a list ({type(candidates).__name__})"
+    if len(candidates) == 0:
+        return "candidates: empty list"
     for i, text in enumerate(candidates):
         problem = _text_problem(text)
         if problem:
