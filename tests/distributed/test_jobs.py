@@ -230,6 +230,10 @@ def test_resume_refuses_another_model_or_rank_setting(local_ray, tiny_model_dir,
     with pytest.raises(JobInputError, match="different job .*model"):
         score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", shard_rows=3,
                       model_kwargs={"max_length": 8})
+    # Where and how fast it runs may change (a job started on CPU finishing on a GPU): same scores.
+    resumed = score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", shard_rows=3,
+                            model_kwargs={"device": "cpu", "max_batch_tokens": 64}, show_progress=False)
+    assert (resumed.shards, resumed.shards_skipped) == (2, 1)
     rows = [{"query_id": "q1", "query": "berlin", "candidates": ["a", "b", "c"]}]
     write_jsonl(tmp_path / "cands.jsonl", rows)
     rank_dataset(tiny_model_dir, tmp_path / "cands.jsonl", tmp_path / "ranked", top_k=2, show_progress=False)

@@ -298,12 +298,18 @@ def _run_job(
     return _collect(out, shards, len(shards) - len(pending), time.perf_counter() - started)
 
 
+# Load options that choose where and how fast the model runs, not what it outputs: a resume may change them (a job
+# started on CPU can finish on a GPU).
+_PLACEMENT_OPTIONS = {"device", "max_batch_tokens"}
+
+
 def _model_identity(model: Any, model_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What a resume compares about the model: its name and load options. None for a callable, which cannot be
-    compared (pass a name and ``model_kwargs`` to have resumes checked)."""
+    """What a resume compares about the model: its name and the load options that change its scores. None for a
+    callable, which cannot be compared (pass a name and ``model_kwargs`` to have resumes checked)."""
     if not isinstance(model, (str, os.PathLike)):
         return None
-    return {"name": os.fspath(model), "kwargs": json.loads(json.dumps(model_kwargs or {}, default=str))}
+    kwargs = {k: v for k, v in (model_kwargs or {}).items() if k not in _PLACEMENT_OPTIONS}
+    return {"name": os.fspath(model), "kwargs": json.loads(json.dumps(kwargs, default=str))}
 
 
 def _start_ray(ray: Any, address: str | None, num_workers: int, num_cpus_per_worker: float) -> None:
