@@ -99,9 +99,8 @@ def test_resume_redoes_only_missing_shards(local_ray, tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     first = score_dataset(tiny_model_dir, tmp_path / "pairs.parquet", out, shard_rows=10, show_progress=False)
     before = pd.read_parquet(out).sort_values("row").reset_index(drop=True)
-    # Simulate a crash: shard 1 lost its file; shard 2 wrote its file but died before its marker.
+    # Shard 1 lost its file (deleted by hand, its marker left); shard 2 wrote its file but died before its marker.
     (out / "part-000001.parquet").unlink()
-    (out / "_done" / "part-000001.json").unlink()
     (out / "_done" / "part-000002.json").unlink()
     (out / "part-000002.parquet").write_bytes(b"half a file")
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}

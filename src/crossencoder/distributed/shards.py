@@ -224,8 +224,9 @@ def _read_parquet_rows(path: Path, start: int, stop: int, columns: list[str]) ->
 
 
 def is_done(output_dir: Path, shard: Shard) -> bool:
-    """True when the shard's completion marker exists (written only after its output file is in place)."""
-    return _marker_path(output_dir, shard).is_file()
+    """True when the shard's completion marker (written only after its output file is in place) and that file exist:
+    a part deleted later, by hand, is redone rather than counted as written."""
+    return _marker_path(output_dir, shard).is_file() and (output_dir / f"{shard.name}.parquet").is_file()
 
 
 def read_marker(output_dir: Path, shard: Shard) -> dict[str, Any]:
