@@ -355,3 +355,9 @@ def test_candidates_that_are_not_a_list_are_named():
     assert _candidates_problem("q", "one passage") == "candidates: not a list (str)"
     assert _candidates_problem("q", None) == "candidates: missing"
     assert _candidates_problem("q", []) == "candidates: empty list"
+
+
+def test_rank_with_a_classifier_is_a_bad_input_not_a_failure_to_retry(local_ray, tiny_nli_model_dir, tmp_path):
+    write_jsonl(tmp_path / "c.jsonl", [{"query_id": "q1", "query": "berlin", "candidates": ["a", "b"]}])
+    with pytest.raises(JobInputError, match="rank needs a 1-label model; this one classifies pairs into 3 labels"):
+        rank_dataset(tiny_nli_model_dir, tmp_path / "c.jsonl", tmp_path / "ranked", show_progress=False)

@@ -152,6 +152,13 @@ class ScoreWorker(_ShardWorker):
 class RankWorker(_ShardWorker):
     """Ranks each query's candidates: one output row per kept hit, ``id, row, rank, corpus_id, score``."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A bad input, not a failure a re-run could get past: refused as such, before any shard.
+        if self.model.num_labels != 1:
+            raise JobInputError(f"rank needs a 1-label model; this one classifies pairs into {self.model.num_labels} "
+                                "labels (classify them with score_dataset / crossencoder score --ray).")
+
     def process(self, rows: list[dict[str, Any]]) -> tuple[pa.Table, list[dict[str, Any]]]:
         query_column, candidates_column = self.options["query_column"], self.options["candidates_column"]
         kept, hits, bad = [], [], []
