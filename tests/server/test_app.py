@@ -438,3 +438,12 @@ def test_the_app_works_mounted_under_a_prefix(tiny_model):
         assert _metric(metrics, 'crossencoder_requests_total{endpoint="/rerank",status="200"}') == 1
     finally:
         live.stop()
+
+
+def test_route_path_strips_only_a_whole_mount_prefix():
+    from crossencoder.server.middleware import route_path
+
+    assert route_path({"path": "/api/rerank", "root_path": "/api"}) == "/rerank"
+    assert route_path({"path": "/api", "root_path": "/api"}) == "/"
+    assert route_path({"path": "/apiary/rerank", "root_path": "/api"}) == "/apiary/rerank"
+    assert route_path({"path": "/rerank"}) == "/rerank"

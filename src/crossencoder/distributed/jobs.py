@@ -281,7 +281,7 @@ def _run_job(
         if owns_ray:
             _start_ray(ray, address, num_workers, num_cpus_per_worker)
         try:
-            if address is None:
+            if owns_ray and address is None:  # a Ray the caller started may be a cluster that can still grow
                 _check_worker_fits(ray, num_cpus_per_worker, num_gpus_per_worker)
             worker_kwargs = {
                 "model": model, "model_kwargs": dict(model_kwargs or {}), "output_dir": str(out.resolve()),

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from crossencoder.distributed.errors import JobInputError
 from crossencoder.distributed.shards import Shard, read_shard, write_shard_output
+from crossencoder.files import unicode_problem
 
 
 def _load_model(model: Any, model_kwargs: dict[str, Any], num_threads: int | None) -> Any:
@@ -43,9 +44,7 @@ def _text_problem(value: Any) -> str | None:
         return f"not a string ({type(value).__name__})"
     if not value.strip():
         return "empty"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a JSON "\ud800" escape: the tokenizer would fail the whole shard on it
+    if unicode_problem(value, "text"):  # a JSON "\ud800" escape: the tokenizer would fail the whole shard on it
         return "not valid Unicode (lone surrogate)"
     return None
 

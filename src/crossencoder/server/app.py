@@ -315,7 +315,7 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400 and exc.__cause__ is not None:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body" and exc.__cause__:
             # FastAPI's answer to a body json.loads cannot take beyond a syntax error (not UTF-8, nested deeper
             # than Python's recursion limit): its own message does not say what is wrong.
             return error(request, 400, f"malformed JSON body: {exc.__cause__}", "malformed_json")

@@ -200,6 +200,8 @@ class MicroBatcher:
         except Exception as exc:  # noqa: BLE001 - every waiting request must learn about the failure
             if len(jobs) > 1:
                 # One request's input (say, text the tokenizer rejects) must not fail the requests merged with it.
+                logger.warning("Model call on %d pairs of %d requests failed (%s: %s); scoring them one by one",
+                               len(pairs), len(jobs), type(exc).__name__, exc)
                 for job in jobs:
                     await self._score_jobs([job])
                 return

@@ -55,7 +55,10 @@ async def send_error(
 def route_path(scope: Scope) -> str:
     """The request path inside this app: without the prefix (``root_path``) it is mounted or proxied under."""
     path, root = scope["path"], scope.get("root_path", "")
-    return (path[len(root):] or "/") if root and path.startswith(root) else path
+    # "/api" is the prefix of "/api/rerank", not of "/apiary".
+    if root and path.startswith(root) and path[len(root):len(root) + 1] in ("", "/"):
+        return path[len(root):] or "/"
+    return path
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

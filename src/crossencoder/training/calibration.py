@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def fit_calibration(logits: Sequence[float], labels: Sequence[int],
                     method: Literal["platt", "temperature"] = "platt") -> dict[str, Any]:
-    """Fit ``sigmoid(a * logit + b)`` to 0/1 labels by maximum likelihood.
+    """Fit ``sigmoid(a * logit + b)`` to 0/1 labels by maximum likelihood (on smoothed targets, see below).
 
     Platt scaling fits ``a`` and ``b`` (a logistic regression on the logit, scipy L-BFGS); temperature scaling
     fits ``a = 1 / T`` only (scipy bounded 1-D search), which keeps the score order *and* the decision threshold at
