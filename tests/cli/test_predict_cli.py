@@ -222,3 +222,42 @@ def test_non_positive_sizes_are_named_by_their_flag(option, tiny_model_dir, tmp_
     path.write_text("\n".join(PASSAGES) + "\n")
     code, out, err = run(["rank", "-m", tiny_model_dir, "-q", "q", option, "0", path], capsys)
     assert code == 1 and out == "" and err == f"crossencoder: error: {option} must be a positive integer, got 0.\n"
+
+
+@pytest.fixture()
+def prompted_model_dir(tiny_model_dir, tmp_path):
+    path = tmp_path / "prompted"
+    prompts = {"query": "query: ", "web": "web search: "}
+    CrossEncoder(tiny_model_dir, prompts=prompts, default_prompt_name="query").save(path)
+    return path
+
+
+@pytest.mark.parametrize("flags, call", [([], {}), (["--prompt-name", "web"], {"prompt_name": "web"}),
+                                         (["--prompt", "find: "], {"prompt": "find: "}),
+                                         (["--prompt", ""], {"prompt": ""})])
+def test_rank_and_score_apply_prompts(prompted_model_dir, tmp_path, capsys, flags, call):
+    path = tmp_path / "p.txt"
+    path.write_text("\n".join(PASSAGES) + "\n")
+    code, out, err = run(["rank", "-m", prompted_model_dir, "-q", "berlin population", "--json", *flags, path], capsys)
+    assert code == 0, err
+    model = CrossEncoder(prompted_model_dir)
+    expected = model.rank("berlin population", PASSAGES, **call)
+    assert [json.loads(line)["score"] for line in out.splitlines()] == pytest.approx([h["score"] for h in expected],
+                                                                                     abs=1e-6)
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"berlin population\t{p}\n" for p in PASSAGES))
+    code, out, err = run(["score", "-m", prompted_model_dir, *flags, pairs], capsys)
+    assert code == 0, err
+    expected_scores = model.predict([("berlin population", p) for p in PASSAGES], **call)
+    assert [float(line) for line in out.splitlines()] == pytest.approx(expected_scores.tolist(), abs=1e-5)
+
+
+def test_unknown_prompt_name_and_prompt_with_ray_are_one_line_errors(prompted_model_dir, tmp_path, capsys):
+    path = tmp_path / "p.txt"
+    path.write_text("\n".join(PASSAGES) + "\n")
+    code, out, err = run(["rank", "-m", prompted_model_dir, "-q", "q", "--prompt-name", "qeury", path], capsys)
+    assert code == 1 and out == ""
+    assert "prompt_name='qeury' is not one of this model's prompts" in err and "'web'" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run(["score", "-m", prompted_model_dir, "--ray", "--prompt", "x: ", path, tmp_path / "out"], capsys)
+    assert code == 1 and "--prompt is not supported with --ray" in err

@@ -117,11 +117,3 @@ def test_model_kwargs_precision_matches(tiny_model_dir):
     ours, theirs = CrossEncoder(tiny_model_dir, **kwargs), STCrossEncoder(str(tiny_model_dir), **kwargs)
     assert _max_diff(ours.predict(PAIRS), theirs.predict(PAIRS)) < ATOL
 
-
-def test_default_prompt_of_a_sentence_transformers_folder_is_named(tiny_model_dir, tmp_path, caplog):
-    theirs = STCrossEncoder(str(tiny_model_dir), prompts={"query": "query: "}, default_prompt_name="query")
-    theirs.save(str(tmp_path / "theirs"))
-    ours = CrossEncoder(tmp_path / "theirs")
-    assert "default_prompt_name='query'" in caplog.text and "'query: '" in caplog.text
-    prompted = [("query: " + a, b) for a, b in PAIRS]
-    assert _max_diff(ours.predict(prompted), STCrossEncoder(str(tmp_path / "theirs")).predict(PAIRS)) < ATOL

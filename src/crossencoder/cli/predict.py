@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="score passages longer than the model window in overlapping windows, aggregated this way "
                            "(default: truncate)")
     rank.add_argument("--stride", type=int, help="tokens shared by consecutive windows (with --long-documents)")
+    add_prompt_arguments(rank, "query")
     rank.add_argument("file", nargs="?", default="-",
                       help="one passage per line, or JSONL with a 'text' field; - for stdin (default). "
                            "With --ray: Parquet/JSONL rows (query_id, query, candidates list), or a folder of them")
@@ -55,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--symmetric", action="store_true",
                        help="score each pair in both orders and average (similarity, paraphrase; not NLI)")
     score.add_argument("--header", action="store_true", help="the TSV file has a header row (skipped)")
+    add_prompt_arguments(score, "first text of each pair")
     score.add_argument("file", nargs="?", default="-",
                        help="pairs file; - for stdin (default). With --ray: a Parquet/JSONL file or folder")
     ray_group = add_ray_arguments(
@@ -69,6 +71,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description="Catalog of pretrained cross-encoders; short names work as --model.")
     models.add_argument("--json", action="store_true", help="print the catalog as JSON")
     models.set_defaults(func=run_models)
+
+
+def add_prompt_arguments(parser: argparse.ArgumentParser, target: str) -> None:
+    """Add ``--prompt`` / ``--prompt-name`` (one or the other): text put before the ``target`` of each pair."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--prompt", help=f"text prepended to the {target} (overrides the model's default prompt; "
+                                        "'' turns it off)")
+    group.add_argument("--prompt-name", help=f"name of one of the model's saved prompts to prepend to the {target} "
+                                             "(default: the model's default_prompt_name, if any)")
+
+
+def _check_no_prompt_on_ray(args: argparse.Namespace) -> None:
+    # The Ray jobs take no prompt arguments; a model folder's default prompt still applies in each actor.
+    for flag, value in (("--prompt", args.prompt), ("--prompt-name", args.prompt_name)):
+        if value is not None:
+            raise InputError(f"{flag} is not supported with --ray (the model's default prompt still applies).")
 
 
 def add_ray_arguments(parser: argparse.ArgumentParser, example: str) -> argparse._ArgumentGroup:
@@ -183,6 +201,7 @@ def run_rank(args: argparse.Namespace) -> int:
     if args.ray and args.query is not None:
         raise InputError("--query is not used with --ray: each input row has its own query.")
     if args.ray:
+        _check_no_prompt_on_ray(args)
         return _run_on_ray(args, "rank", query_column=args.query_column, candidates_column=args.candidates_column,
                            top_k=args.top_k, long_documents=args.long_documents, stride=args.stride)
     _check_not_ray_only(args)
@@ -195,7 +214,8 @@ def run_rank(args: argparse.Namespace) -> int:
     model = load_model(args)
     require_one_label(model, args.model, "rank")
     hits = model.rank(args.query, passages, top_k=args.top_k, return_documents=True, batch_size=args.batch_size,
-                      long_documents=args.long_documents, stride=args.stride)
+                      long_documents=args.long_documents, stride=args.stride, prompt_name=args.prompt_name,
+                      prompt=args.prompt)
     out = sys.stdout
     for position, hit in enumerate(hits, start=1):
         if args.json:
@@ -209,17 +229,20 @@ def run_rank(args: argparse.Namespace) -> int:
 
 def run_score(args: argparse.Namespace) -> int:
     if args.ray:
+        _check_no_prompt_on_ray(args)
         return _run_on_ray(args, "score", text_columns=tuple(args.text_columns), symmetric=args.symmetric)
     _check_not_ray_only(args)
     pairs = read_pairs(args.file, header=args.header)
     _check_nonempty(pairs, args.file, "pairs")
     model = load_model(args)
     out = sys.stdout
+    options = {"batch_size": args.batch_size, "symmetric": args.symmetric, "prompt_name": args.prompt_name,
+               "prompt": args.prompt}
     if model.num_labels == 1:
-        for score in model.predict(pairs, batch_size=args.batch_size, symmetric=args.symmetric).tolist():
+        for score in model.predict(pairs, **options).tolist():
             out.write(to_json({"score": score}) + "\n" if args.json else f"{score:.6f}\n")
         return 0
-    probabilities = model.predict(pairs, batch_size=args.batch_size, apply_softmax=True, symmetric=args.symmetric)
+    probabilities = model.predict(pairs, apply_softmax=True, **options)
     names = [model.id2label.get(i, str(i)) for i in range(model.num_labels)]
     for row in probabilities.tolist():
         label = names[max(range(len(row)), key=row.__getitem__)]

@@ -40,10 +40,18 @@ from crossencoder.model.inputs import (
 )
 from crossencoder.model.windows import AGGREGATIONS, Aggregation, aggregate, split_into_windows
 from crossencoder.model.loading import (
+    is_sentence_transformers_folder,
     load_config,
     load_tokenizer,
     read_sentence_transformers_config,
     resolve_model,
+)
+from crossencoder.model.prompts import (
+    MODULES_JSON,
+    SENTENCE_BERT_CONFIG,
+    merge_prompts,
+    resolve_prompt,
+    with_prompt,
 )
 
 logger = logging.getLogger(__name__)
@@ -91,6 +99,11 @@ class CrossEncoder:
         trust_remote_code: Allow model code and activation paths from the model folder. Off by default.
         token: Hub token for private models.
         model_kwargs, tokenizer_kwargs, config_kwargs: Passed to the transformers ``from_pretrained`` calls.
+        prompts: Named prompts, e.g. ``{"query": "query: "}``; ``predict``/``rank`` prepend the chosen one to the
+            first text of every pair (the query). They add to a sentence-transformers folder's saved prompts and
+            win over those of the same name.
+        default_prompt_name: The prompt applied when a call names none (overrides the folder's; None keeps it).
+            A call turns it off with ``prompt=""``.
         legacy_kwargs: sentence-transformers' other names, so its calls run unchanged: ``processor_kwargs``
             (its name for ``tokenizer_kwargs`` since 6.0), and with a DeprecationWarning its older names
             ``model_name`` (= ``model_name_or_path``), ``default_activation_function`` (= ``activation_fn``),
@@ -100,7 +113,8 @@ class CrossEncoder:
     Raises:
         ModelNotFoundError: the model is neither a local folder nor loadable from the Hub / its cache; the
             message says what was tried and how to fix it.
-        ValueError: an invalid ``device``, ``dtype`` or ``backend``.
+        ValueError: an invalid ``device``, ``dtype`` or ``backend``, or a ``default_prompt_name`` that is not one of
+            the prompts.
 
     Example:
         >>> model = CrossEncoder("cross-encoder/ms-marco-MiniLM-L6-v2")
@@ -127,6 +141,8 @@ class CrossEncoder:
         model_kwargs: dict[str, Any] | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
+        prompts: dict[str, str] | None = None,
+        default_prompt_name: str | None = None,
         **legacy_kwargs: Any,
     ) -> None:
         legacy = _legacy_arguments(legacy_kwargs)
@@ -180,7 +196,9 @@ class CrossEncoder:
         self.max_batch_tokens = max_batch_tokens or _default_batch_tokens(self.device)
 
         st_config = read_sentence_transformers_config(source, hub_kwargs)
-        _warn_default_prompt(st_config)
+        # sentence-transformers reads a folder's prompts only from a folder of its own format (with modules.json).
+        folder_prompts = st_config if is_sentence_transformers_folder(source, hub_kwargs) else {}
+        self.prompts, self.default_prompt_name = merge_prompts(prompts, default_prompt_name, folder_prompts)
         _checked_activation(activation_fn)
         self.activation_fn = activation_fn if activation_fn is not None else self._stored_activation(st_config)
         self.backend_name = backend
@@ -466,6 +484,8 @@ class CrossEncoder:
         batch_size: int = 32,
         max_batch_tokens: int | None = None,
         show_progress_bar: bool | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> tuple[torch.Tensor, list[int]]:
         """Raw logits of pairs, and how many tokens each pair fed the model (after truncation).
 
@@ -477,6 +497,7 @@ class CrossEncoder:
             batch_size: Maximum pairs per batch.
             max_batch_tokens: Token budget per batch (default: the model's ``max_batch_tokens``).
             show_progress_bar: As in :meth:`predict`.
+            prompt_name, prompt: As in :meth:`predict` (the default prompt applies here too; its tokens count).
 
         Returns:
             float32 logits of shape ``(n, num_labels)`` on the CPU, in input order, and ``n`` token counts
@@ -484,6 +505,7 @@ class CrossEncoder:
 
         Raises:
             TypeError: ``pairs`` is not a list of pairs of strings.
+            ValueError: ``prompt_name`` is not one of the model's prompts.
 
         Example:
             >>> logits, tokens = model.logits_with_token_counts([("berlin population", "Berlin has 3.5M people.")])
@@ -491,9 +513,14 @@ class CrossEncoder:
             (torch.Size([1, 1]), [13])
         """
         pair_list = validate_pairs(pairs)
+        text = self._prompt(prompt, prompt_name)
         if not pair_list:
             return torch.empty((0, self.num_labels), dtype=torch.float32), []
-        return self._score(pair_list, batch_size, max_batch_tokens, show_progress_bar)
+        return self._score(with_prompt(pair_list, text), batch_size, max_batch_tokens, show_progress_bar)
+
+    def _prompt(self, prompt: str | None, prompt_name: str | None) -> str:
+        """The text this call prepends to the first text of each pair (``""`` for none)."""
+        return resolve_prompt(self.prompts, self.default_prompt_name, prompt, prompt_name)
 
     def predict(
         self,
@@ -507,6 +534,8 @@ class CrossEncoder:
         max_batch_tokens: int | None = None,
         calibrated: bool = False,
         symmetric: bool = False,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
         **kwargs: Any,
     ) -> np.ndarray | torch.Tensor | list[torch.Tensor] | np.floating:
         """Score sentence pairs.
@@ -529,6 +558,11 @@ class CrossEncoder:
             symmetric: Score each pair in both orders and average the logits, at twice the cost. For symmetric
                 tasks (semantic similarity, paraphrase), where the model's reading of ``(a, b)`` and ``(b, a)``
                 differs only by noise; not for query-passage re-ranking or NLI, where order carries meaning.
+                A prompt goes before the first text of both orders.
+            prompt_name: Name of one of :attr:`prompts` to prepend to the first text of every pair (default: the
+                model's ``default_prompt_name``, if any).
+            prompt: Text to prepend instead (takes precedence over ``prompt_name``, as in sentence-transformers;
+                ``""`` turns the default prompt off).
             **kwargs: sentence-transformers' names, so its calls run unchanged: ``inputs=`` (v5+) or
                 ``sentences=`` (older) for ``pairs``, ``activation_fct=`` for ``activation_fn``, and
                 ``num_workers=`` (no effect here).
@@ -539,7 +573,8 @@ class CrossEncoder:
 
         Raises:
             TypeError: ``pairs`` is not a list of pairs of strings (the message names the index).
-            ValueError: a pair has the wrong length, bad batch sizes, or ``calibrated=True`` without a calibration.
+            ValueError: a pair has the wrong length, bad batch sizes, ``calibrated=True`` without a calibration, or
+                ``prompt_name`` is not one of the model's prompts (the message lists them).
 
         Example:
             >>> model.predict([("How many people live in Berlin?", "Berlin has 3.5 million inhabitants."),
@@ -555,11 +590,12 @@ class CrossEncoder:
         single = is_single_pair(pairs)
         pair_list = validate_pairs([pairs] if single else pairs)
         _checked_activation(activation_fn)
+        text = self._prompt(prompt, prompt_name)
         if not pair_list:
             scores = torch.empty((0,) if self.num_labels == 1 else (0, self.num_labels), dtype=torch.float32)
         else:
             # Symmetric: one call for both orders, so the two halves share length-sorted batches.
-            to_score = with_swapped(pair_list) if symmetric else pair_list
+            to_score = with_prompt(with_swapped(pair_list) if symmetric else pair_list, text)
             logits, _ = self._score(to_score, batch_size, max_batch_tokens, show_progress_bar)
             if symmetric:
                 logits = average_orders(logits)
@@ -620,6 +656,8 @@ class CrossEncoder:
         calibrated: bool = False,
         long_documents: Aggregation | None = None,
         stride: int | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
         **kwargs: Any,
     ) -> list[dict[str, Any]]:
         """Score ``documents`` against ``query`` and return them best first.
@@ -637,6 +675,8 @@ class CrossEncoder:
                 one for ``"first"``) and ``window_span`` (its ``(start, end)`` character offsets in the document).
             stride: Tokens shared by consecutive windows (default: ``max_length // 8``, at most 64 and at most half
                 of the tokens the query leaves to the passage).
+            prompt_name, prompt: As in :meth:`predict`: the prompt goes before the query (in every window of a
+                long document, where its tokens take room from the passage).
             **kwargs: sentence-transformers' names, so its calls run unchanged: ``activation_fct=`` for
                 ``activation_fn``; ``num_workers=``, ``convert_to_numpy=`` and ``convert_to_tensor=`` (no effect on
                 the list of dicts returned).
@@ -646,7 +686,8 @@ class CrossEncoder:
             keep the input order.
 
         Raises:
-            ValueError: the model is a classifier (``num_labels > 1``) or ``top_k`` is not positive.
+            ValueError: the model is a classifier (``num_labels > 1``), ``top_k`` is not positive, ``prompt_name``
+                is not one of the model's prompts, or the prompted query leaves a window no room for the passage.
             TypeError: the query or a document is not a string.
 
         Example:
@@ -664,13 +705,15 @@ class CrossEncoder:
         if long_documents is not None and long_documents not in AGGREGATIONS:
             raise ValueError(f"long_documents must be None or one of {', '.join(AGGREGATIONS)}, got {long_documents!r}.")
         docs = validate_documents(query, documents)
+        text = self._prompt(prompt, prompt_name)
         scores = np.empty((0,), dtype=np.float32)
         if long_documents is None and docs:
-            logits, _ = self._score([(query, d) for d in docs], batch_size, max_batch_tokens, show_progress_bar)
+            logits, _ = self._score([(text + query, d) for d in docs], batch_size, max_batch_tokens,
+                                    show_progress_bar)
             scores = self._apply_activation(logits, activation_fn, apply_softmax, calibrated).numpy()
         elif long_documents is not None:
             with self._tokenizer_lock:
-                windows = split_into_windows(self.tokenizer, query, docs, self.max_length, stride)
+                windows = split_into_windows(self.tokenizer, query, docs, self.max_length, stride, prompt=text)
             if windows.encodings:
                 with self._progress(len(windows.encodings), batch_size, show_progress_bar) as bar:
                     logits = self._logits(windows.encodings, batch_size, max_batch_tokens, bar)
@@ -692,8 +735,10 @@ class CrossEncoder:
     def save(self, path: str | os.PathLike, safe_serialization: bool = True) -> None:
         """Save model, tokenizer and settings to a folder that transformers and sentence-transformers both load.
 
-        The activation is written in sentence-transformers' conventions (``config.json`` key
-        ``sentence_transformers`` and ``config_sentence_transformers.json``), so scores are identical in either library.
+        The activation and the prompts are written in sentence-transformers' conventions (``config.json`` key
+        ``sentence_transformers``; ``prompts`` and ``default_prompt_name`` in ``config_sentence_transformers.json``,
+        with the ``modules.json`` and ``sentence_bert_config.json`` without which sentence-transformers ignores that
+        file), so scores are identical in either library.
 
         Args:
             path: Output folder (created if needed).
@@ -709,8 +754,11 @@ class CrossEncoder:
         self.tokenizer.save_pretrained(path)
         st_file = path / "config_sentence_transformers.json"
         st_config = json.loads(st_file.read_text()) if st_file.is_file() else {}
-        st_config.update({"model_type": "CrossEncoder", "activation_fn": activation})
+        st_config.update({"model_type": "CrossEncoder", "activation_fn": activation, "prompts": self.prompts,
+                          "default_prompt_name": self.default_prompt_name})
         st_file.write_text(json.dumps(st_config, indent=2) + "\n")
+        (path / "modules.json").write_text(json.dumps(MODULES_JSON, indent=2) + "\n")
+        (path / "sentence_bert_config.json").write_text(json.dumps(SENTENCE_BERT_CONFIG, indent=2) + "\n")
 
     save_pretrained = save
 
@@ -821,18 +869,6 @@ def _sentence_transformers_arguments(method: str, kwargs: dict[str, Any]) -> dic
         if ours is not None:
             out[ours] = value
     return out
-
-
-def _warn_default_prompt(st_config: dict[str, Any]) -> None:
-    """Warn that a folder's default prompt (sentence-transformers >= 6) is not applied, so scores differ there."""
-    name = st_config.get("default_prompt_name")
-    prompt = (st_config.get("prompts") or {}).get(name) if name else None
-    if prompt:
-        logger.warning(
-            "This model folder sets default_prompt_name=%r: sentence-transformers prepends %r to the first text of "
-            "every pair, crossencoder does not. Prepend it yourself to get sentence-transformers' scores.",
-            name, prompt,
-        )
 
 
 def _st_version_tag() -> str:

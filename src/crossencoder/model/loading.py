@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrained
 
 from crossencoder.catalog import resolve_name
 from crossencoder.errors import ModelNotFoundError
+
+logger = logging.getLogger(__name__)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -86,23 +89,42 @@ def load_tokenizer(
     return tokenizer
 
 
+def _folder_file(source: str, filename: str, hub_kwargs: dict[str, Any]) -> Path | None:
+    """``filename`` of a local folder or of a Hub id (downloaded to the cache, as transformers does for the
+    model's own files); None when the model has no such file, or offline when the cache lacks it."""
+    if os.path.isdir(source):
+        path = Path(source) / filename
+        return path if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+    try:
+        return Path(hf_hub_download(
+            source, filename, revision=hub_kwargs.get("revision"), cache_dir=hub_kwargs.get("cache_dir"),
+            local_files_only=bool(hub_kwargs.get("local_files_only")), token=hub_kwargs.get("token"),
+        ))
+    except EntryNotFoundError:  # not in the repository (or, offline, not in the cache)
+        return None
+    except (HfHubHTTPError, OSError) as exc:
+        # The model itself loaded: a failure on an optional settings file should not stop it, but must be seen.
+        logger.warning("Could not read %s of %r (%s: %s); the sentence-transformers settings it may hold "
+                       "(activation, prompts) are not applied.", filename, source, type(exc).__name__,
+                       str(exc).splitlines()[0] if str(exc) else "no message")
+        return None
+
+
 def read_sentence_transformers_config(source: str, hub_kwargs: dict[str, Any]) -> dict[str, Any]:
     """Read ``config_sentence_transformers.json`` (sentence-transformers >= 6 stores the activation there), if any."""
-    if os.path.isdir(source):
-        path = Path(source) / "config_sentence_transformers.json"
-    else:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(
-            source, "config_sentence_transformers.json", cache_dir=hub_kwargs.get("cache_dir"),
-            revision=hub_kwargs.get("revision"),
-        )
-        if not isinstance(cached, str):
-            return {}
-        path = Path(cached)
-    if not path.is_file():
+    path = _folder_file(source, "config_sentence_transformers.json", hub_kwargs)
+    if path is None:
         return {}
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+def is_sentence_transformers_folder(source: str, hub_kwargs: dict[str, Any]) -> bool:
+    """True when the model has a ``modules.json``: only then does sentence-transformers apply the ``prompts`` and
+    ``default_prompt_name`` of its ``config_sentence_transformers.json``."""
+    return _folder_file(source, "modules.json", hub_kwargs) is not None

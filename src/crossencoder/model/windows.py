@@ -94,6 +94,7 @@ def split_into_windows(
     documents: Sequence[str],
     max_length: int,
     stride: int | None = None,
+    prompt: str = "",
 ) -> Windows:
     """Split each (query, document) pair into windows of at most ``max_length`` tokens.
 
@@ -102,11 +103,12 @@ def split_into_windows(
 
     Args:
         tokenizer: A fast (Rust) tokenizer.
-        query: The query, kept whole in every window.
+        query: The query, kept whole in every window (after ``prompt``).
         documents: The passages.
         max_length: Tokens per window, special tokens included.
         stride: Overlap in tokens between consecutive windows (default :func:`default_stride`, at most half the
             tokens the query leaves to the passage).
+        prompt: Text prepended to the query in every window (its tokens count against the window).
 
     Returns:
         The windows in document order.
@@ -114,12 +116,14 @@ def split_into_windows(
     Raises:
         ValueError: the query leaves no room for the passage, or ``stride`` is negative / too large.
     """
+    query = prompt + query
     query_tokens = len(tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"])
     room = max_length - query_tokens - tokenizer.num_special_tokens_to_add(pair=True)
     if room < 8:
+        what, fix = ("The query with its prompt", "the query or the prompt") if prompt else ("The query", "the query")
         raise ValueError(
-            f"The query is {query_tokens} tokens long and leaves {room} tokens of the {max_length}-token window "
-            "for the passage; shorten the query or use long_documents=None (truncation)."
+            f"{what} is {query_tokens} tokens long and leaves {room} tokens of the {max_length}-token window "
+            f"for the passage; shorten {fix} or use long_documents=None (truncation)."
         )
     if stride is None:
         # Half the room at most: a long query leaves less of the window to the passage.
