@@ -291,3 +291,28 @@ def test_class_names_mixed_with_numbers_are_refused(tiny_model_dir, tmp_path, ca
     train = write_tsv(tmp_path / "nli.tsv", [("a", "b", "entailment"), ("c", "d", 1), ("e", "f", "neutral")])
     code, _, err = run(["train", "-m", tiny_model_dir, "--train", train, "-o", tmp_path / "run"], capsys)
     assert code == 1 and "nli.tsv: class labels mix names (entailment, neutral) and numbers (1.0)" in err
+
+
+def test_train_reads_tsv_files_with_a_header_row(tiny_model_dir, tmp_path, capsys):
+    # The header "sentence1 sentence2 score" was read as an example with the class name "score".
+    rows = [("sentence1", "sentence2", "score"), *PAIRS]
+    train, dev = write_tsv(tmp_path / "train.tsv", rows), write_tsv(tmp_path / "dev.tsv", rows)
+    argv = ["train", "-m", tiny_model_dir, "--train", train, "--label-scale", 5, "-o", tmp_path / "run",
+            "--max-steps", 1, "--json"]
+    code, _, err = run(argv, capsys)
+    assert code == 1 and "class labels mix names (score) and numbers" in err and "pass --header" in err
+    code, out, err = run([*argv, "--eval", dev, "--header"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["task"] == "regression" and set(result["metrics"]) == {"pearson", "spearman"}
+    assert "train.tsv (6 examples)" in (tmp_path / "run" / "final" / "README.md").read_text()
+
+
+def test_an_eval_file_class_the_model_lacks_is_refused_before_training(tiny_model_dir, tmp_path, capsys):
+    # It failed at the first evaluation, after an epoch of training, as "data[1]: label 'maybe' ..." with no file.
+    train = write_tsv(tmp_path / "train.tsv", [("a", "b", "yes"), ("c", "d", "no"), ("e", "f", "yes")])
+    dev = write_tsv(tmp_path / "dev.tsv", [("a", "b", "yes"), ("c", "d", "maybe")])
+    code, _, err = run(["train", "-m", tiny_model_dir, "--train", train, "--eval", dev, "-o", tmp_path / "run"],
+                       capsys)
+    assert code == 1 and "dev.tsv: example 2: label 'maybe' is not one of the model's labels: no, yes" in err
+    assert not (tmp_path / "run").exists()

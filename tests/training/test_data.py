@@ -19,6 +19,19 @@ def test_tsv_rows_become_labelled_pairs_or_ranking_samples(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("name, text", [
+    ("d.tsv", "a\tb\t0.5\t\nq\tpos\tneg 1\tneg 2\t \t\n"),
+    ("d.csv", "a,b,0.5,,\nq,pos,neg 1,neg 2,\n"),
+])
+def test_empty_trailing_cells_do_not_make_a_pair_a_ranking_sample(tmp_path, name, text):
+    # "a<TAB>b<TAB>0.5<TAB>" was the ranking sample ("a", "b", "0.5", ""): MNRL then trained on the label as a text.
+    path = tmp_path / name
+    path.write_text(text)
+    examples = load_examples(path)
+    assert examples == [{"text_a": "a", "text_b": "b", "label": 0.5}, ("q", "pos", "neg 1", "neg 2")]
+    assert infer_task(examples) == "regression"
+
+
 def test_json_arrays_of_three_are_pairs_not_ranking_triples(tmp_path):
     # ["a", "b", "contradiction"] is three strings, like (query, positive, negative): the file format decides.
     rows = [["a man eats", "nobody eats", "contradiction"], ["q", ["d1", "d2"], [1, 0]]]

@@ -97,6 +97,39 @@ def test_mnrl_uses_best_labelled_document_as_positive():
     assert sample.documents == ["p", "n1", "n2"]
 
 
+@pytest.mark.parametrize("examples, batch_size, loss", [
+    ([("q1", "p1"), ("q2", "p2")], 1, MultipleNegativesRankingLoss()),
+    ([("q1", "p1"), ("q2", "p2")], 8, MultipleNegativesRankingLoss(num_in_batch_negatives=0)),
+    ([("q1", "p"), ("q2", "p")], 8, MultipleNegativesRankingLoss()),  # one positive text: never a negative
+])
+def test_mnrl_that_can_never_see_a_negative_is_refused(examples, batch_size, loss):
+    batch = [loss.normalize(x, i) for i, x in enumerate(examples)]
+    # The softmax over the positive alone is 1: the loss is exactly 0 and nothing would train.
+    assert loss.compute(logits(0.3), **loss.prepare(batch[:1])[1]).item() == 0.0
+    with pytest.raises(ValueError, match="no negative for any query.*Use batch_size >= 2, add hard negatives"):
+        loss.check_data(batch, batch_size)
+
+
+@pytest.mark.parametrize("examples, batch_size", [
+    ([("q1", "p1", "h1"), ("q2", "p2")], 1),  # a hard negative somewhere: that query trains
+    ([("q1", "p1"), ("q2", "p2")], 2),  # in-batch negatives
+])
+def test_mnrl_that_can_see_a_negative_is_accepted(examples, batch_size):
+    loss = MultipleNegativesRankingLoss()
+    loss.check_data([loss.normalize(x, i) for i, x in enumerate(examples)], batch_size)
+
+
+def test_mnrl_warns_once_about_a_query_alone_in_its_batch(caplog):
+    loss = MultipleNegativesRankingLoss()
+    batch = [loss.normalize(x, i) for i, x in enumerate([("q1", "p1"), ("q2", "p2"), ("q3", "p3")])]
+    with caplog.at_level("WARNING", logger="crossencoder.training.losses"):
+        loss.prepare(batch[:2])
+        assert not caplog.records
+        loss.prepare(batch[2:])  # e.g. the last batch of an epoch of 3 examples in batches of 2
+        loss.prepare(batch[2:])
+    assert len(caplog.records) == 1 and "a query with no negative" in caplog.text
+
+
 def test_listnet_hand_computed_with_ragged_lists():
     loss = ListNetLoss()
     batch = [loss.normalize(("q1", ["a", "b"], [1, 0]), 0), loss.normalize(("q2", ["c", "d", "e"], [0, 0, 0]), 1)]

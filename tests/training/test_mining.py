@@ -66,6 +66,25 @@ def test_input_errors():
         mine_hard_negatives(["query", "query"], ["pos"], ["far"], enc)
     with pytest.raises(ValueError, match=r"positives\[0\]"):
         mine_hard_negatives(["query"], [[]], ["far"], enc)
+    # A float count failed with "slice indices must be integers" after every text was embedded.
+    with pytest.raises(ValueError, match="num_negatives must be an integer >= 1, got 1.5"):
+        mine_hard_negatives(["query"], ["pos"], ["far"], enc, num_negatives=1.5)
+    with pytest.raises(ValueError, match="skip_top must be an integer >= 0, got -1"):
+        mine_hard_negatives(["query"], ["pos"], ["far"], enc, skip_top=-1)
+    assert enc.calls == []
+
+
+def test_mining_for_no_queries_returns_nothing():
+    # It failed with "max() arg is an empty sequence" after embedding the whole corpus.
+    enc = VectorEncoder(TABLE)
+    assert mine_hard_negatives([], [], ["far", "near"], enc) == [] and enc.calls == []
+
+
+@pytest.mark.parametrize("label", ["high", float("nan"), None])
+def test_group_pairs_refuses_a_label_that_is_not_a_number(label):
+    # A NaN label is neither above nor at the query's lowest label: its query vanished from the output unannounced.
+    with pytest.raises(ValueError, match=r"pairs\[1\] label must be a finite number"):
+        group_pairs([("q", "a", 1.0), ("q", "b", label), ("q", "c", 0.0)])
 
 
 def test_flatten_ranking_for_pointwise_losses():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -223,10 +224,23 @@ def test_bad_data_and_settings_fail_before_training(tiny_model_dir, tmp_path):
         args(tmp_path, batch_size=0)
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         Trainer(model, DATA, loss="bce", args=args(tmp_path, mixed_precision="fp16"))
-    with pytest.raises(ValueError, match="not among the evaluator's metrics"):
-        Trainer(model, DATA, loss="bce", evaluator=lambda m: {"acc": 1.0},
-                args=args(tmp_path, metric_for_best_model="f1", max_steps=1)).train()
     assert not list_checkpoints(tmp_path)
+
+
+def test_a_failed_evaluation_keeps_the_steps_trained_before_it(tiny_model_dir, tmp_path, caplog):
+    # A typo in metric_for_best_model shows at the first evaluation, maybe an epoch of training in: it lost it all.
+    model = CrossEncoder(tiny_model_dir, device="cpu")
+    with pytest.raises(ValueError, match="metric_for_best_model='f1' is not among the evaluator's metrics: acc"):
+        Trainer(model, DATA, loss="bce", evaluator=lambda m: {"acc": 1.0},
+                args=args(tmp_path, metric_for_best_model="f1", num_epochs=1, save_steps=None)).train()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-3"] and "saved checkpoint-3" in caplog.text
+    trained = weights(model)
+    fixed = Trainer(CrossEncoder(tiny_model_dir, device="cpu"), DATA, loss="bce",
+                    evaluator=lambda m: {"acc": 1.0}, args=args(tmp_path, metric_for_best_model="acc", num_epochs=1,
+                                                                save_steps=None))
+    result = fixed.train()
+    assert result.global_step == 3 and result.best_step is None  # resumed at the end: nothing left to train
+    assert all(torch.equal(v, trained[k]) for k, v in weights(fixed.model).items())
 
 
 def test_checkpoint_without_state_file_is_ignored(tiny_model_dir, tmp_path):
@@ -415,3 +429,71 @@ def test_a_model_folder_named_relatively_then_absolutely_resumes(tiny_model_dir,
     # It was refused: "base_model 'tiny-ce0' there, '/tmp/.../tiny-ce0' now".
     resumed = Trainer(CrossEncoder(str(tiny_model_dir)), DATA, loss="bce", args=args(tmp_path / "run", max_steps=2))
     assert resumed.train().global_step == 2
+
+
+def test_a_sharded_best_model_is_loaded_at_the_end(tiny_model_dir, tmp_path, monkeypatch):
+    # A model over save_pretrained's max_shard_size (5 GB in transformers 4.x) is saved as shards plus an index,
+    # without model.safetensors: the end-of-run load of the best model failed on it.
+    from transformers import PreTrainedModel
+
+    save_pretrained = PreTrainedModel.save_pretrained
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained",
+                        lambda self, path, **kw: save_pretrained(self, path, **{**kw, "max_shard_size": "1MB"}))
+    model = CrossEncoder(tiny_model_dir, device="cpu")
+    result = Trainer(model, DATA, loss="bce", evaluator=ScriptedEvaluator([0.9, 0.1]),
+                     args=args(tmp_path, max_steps=2, eval_steps=1, save_steps=1, save_total_limit=None)).train()
+    best = tmp_path / "best-model"
+    assert (best / "model.safetensors.index.json").is_file() and not (best / "model.safetensors").exists()
+    assert (result.best_step, result.metrics) == (1, {"score": 0.9})
+    step1 = load_file(tmp_path / "checkpoint-1" / "model.safetensors")
+    assert all(torch.equal(step1[k], v) for k, v in model.model.state_dict().items())
+    step2 = load_file(tmp_path / "checkpoint-2" / "model.safetensors")
+    assert not all(torch.equal(step2[k], v) for k, v in model.model.state_dict().items())
+
+
+def test_loading_a_model_folder_names_what_is_wrong(tiny_model_dir, tmp_path):
+    from crossencoder.training.checkpoint import load_model_folder
+
+    model = CrossEncoder(tiny_model_dir, device="cpu").model
+    with pytest.raises(CheckpointError, match="no model.safetensors or model.safetensors.index.json"):
+        load_model_folder(model, tmp_path)
+    (tmp_path / "model.safetensors.index.json").write_text('{"weight_map": {"a": "model-00001.safetensors"}}')
+    with pytest.raises(CheckpointError, match="model-00001.safetensors: this checkpoint file is missing"):
+        load_model_folder(model, tmp_path)
+
+
+@pytest.mark.parametrize("mode, bf16_supported, expected", [
+    ("bf16", True, torch.bfloat16), ("bf16", False, "needs a GPU with bfloat16 support"),
+    ("auto", True, torch.bfloat16), ("auto", False, torch.float16), ("fp16", True, torch.float16),
+])
+def test_mixed_precision_on_a_gpu_without_bfloat16(mode, bf16_supported, expected, tiny_model_dir, tmp_path,
+                                                    monkeypatch):
+    # A T4 or V100 only emulates bfloat16: torch's default check says yes, and training ran slower than float32.
+    trainer = Trainer(CrossEncoder(tiny_model_dir, device="cpu"), DATA, loss="bce", args=args(tmp_path))
+    calls = []
+
+    def is_bf16_supported(including_emulation=True):
+        calls.append(including_emulation)
+        return bf16_supported or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: nullcontext())
+    trainer.device, trainer.args.mixed_precision = torch.device("cuda"), mode
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=expected):
+            trainer._autocast_dtype()
+    else:
+        assert trainer._autocast_dtype() == expected
+    assert calls == [False]
+    trainer.device = torch.device("cpu")
+    if mode != "auto":  # and on a CPU, fp16 / bf16 are refused up front
+        with pytest.raises(ValueError, match=f"mixed_precision='{mode}' needs a CUDA GPU; the model is on cpu"):
+            trainer._autocast_dtype()
+
+
+def test_mnrl_with_batch_size_1_and_no_hard_negatives_is_refused_before_training(tiny_model_dir, tmp_path):
+    # Every query alone in its batch with only its positive: the loss was 0 at every step and the run "succeeded".
+    data = [("cats purr", "a cat purrs"), ("dogs bark", "a dog barks")]
+    with pytest.raises(ValueError, match="MultipleNegativesRankingLoss has no negative for any query.*batch_size 1"):
+        Trainer(CrossEncoder(tiny_model_dir, device="cpu"), data, loss="mnrl", args=args(tmp_path, batch_size=1))
+    assert not list_checkpoints(tmp_path)

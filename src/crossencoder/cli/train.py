@@ -23,8 +23,11 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "eval_steps": None, "save_steps": None, "save_total_limit": 2, "metric_for_best_model": None,
     "early_stopping_patience": None, "load_best_model_at_end": True, "mixed_precision": "auto", "resume": True,
     "overwrite_output_dir": False, "max_length": None, "device": None, "trust_remote_code": False,
-    "teacher_bi_encoder": None, "teacher_weight": 0.5, "label_temperature": None,
+    "teacher_bi_encoder": None, "teacher_weight": 0.5, "label_temperature": None, "header": False,
 }
+
+# Data files whose first row may be a header (--header).
+_TEXT_TABLES = {".tsv", ".txt", ".csv"}
 
 TRAIN_EPILOG = """\
 examples:
@@ -55,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--train", default=s, help="training data file")
     train.add_argument("--eval", default=s, help="evaluation data file (metrics every epoch / --eval-steps)")
     train.add_argument("--output-dir", "-o", default=s, help="run folder")
+    train.add_argument("--header", action="store_true", default=s,
+                       help="the TSV/CSV files (--train, --eval) have a header row")
     train.add_argument("--task", choices=["auto", "regression", "classification", "ranking"], default=s,
                        help="default: guessed from the data")
     train.add_argument("--loss", default=s,
@@ -243,8 +248,9 @@ def _class_names(examples: list[Any], path: str) -> list[str]:
     if names:
         numbers = labels - names
         if numbers:  # a number would be read as a class id, not as the class of that name
+            header = " (a header row? pass --header)" if Path(path).suffix.lower() in _TEXT_TABLES else ""
             raise InputError(f"{path}: class labels mix names ({', '.join(sorted(names))}) and numbers "
-                             f"({', '.join(sorted(map(str, numbers)))}): use one or the other.")
+                             f"({', '.join(sorted(map(str, numbers)))}): use one or the other{header}.")
         return sorted(names)
     try:
         ids = {float(label) for label in labels}
@@ -338,7 +344,7 @@ def _print_metrics(metrics: dict[str, float], title: str) -> None:
 # ---------------------------------------------------------------------- commands
 def run_train(args: argparse.Namespace) -> int:
     o = _train_options(args)
-    train_examples = _load_data(o["train"])
+    train_examples = _load_data(o["train"], header=bool(o["header"]))
     with _naming(o["train"]):
         task = _resolve_task(o["task"], train_examples)
         if task == "regression":
@@ -349,11 +355,13 @@ def run_train(args: argparse.Namespace) -> int:
             data_name += (f" (labels blended with {o['teacher_bi_encoder']} bi-encoder cosine, "
                           f"weight {o['teacher_weight']})")
         names = _class_names(train_examples, o["train"]) if task == "classification" else None
-    eval_examples = _load_data(o["eval"]) if o["eval"] else None
+    eval_examples = _load_data(o["eval"], header=bool(o["header"])) if o["eval"] else None
 
     from transformers import set_seed
 
     from crossencoder import CrossEncoder
+    from crossencoder.evaluation import ClassificationEvaluator
+    from crossencoder.evaluation.evaluators import label_ids
     from crossencoder.training import Trainer, TrainingArguments
 
     set_seed(int(o["seed"]))  # a fresh head is initialised when the model loads
@@ -371,6 +379,10 @@ def run_train(args: argparse.Namespace) -> int:
         with _naming(o["eval"]):
             evaluator = _make_evaluator(_evaluation_task(task, eval_examples, o["task"]), eval_examples,
                                         name=Path(o["eval"]).name)
+            if isinstance(evaluator, ClassificationEvaluator):
+                # The evaluator maps its labels to the model's classes when it first runs, after an epoch of
+                # training: a class the model lacks must fail now, naming the file.
+                label_ids(evaluator.labels, model)
     training_args = TrainingArguments(
         output_dir=o["output_dir"], num_epochs=o["epochs"], max_steps=o["max_steps"], batch_size=o["batch_size"],
         gradient_accumulation_steps=o["gradient_accumulation_steps"], learning_rate=float(o["learning_rate"]),

@@ -138,6 +138,49 @@ def load_checkpoint(
     return state
 
 
+def load_model_folder(model: torch.nn.Module, folder: str | os.PathLike) -> None:
+    """Load the weights of a saved model folder (``model.save``) into ``model``, in place, on its device.
+
+    The folder may hold one ``model.safetensors`` or shards listed in ``model.safetensors.index.json`` (what
+    ``save_pretrained`` writes for a model over its ``max_shard_size``). Shards load one at a time, so memory holds
+    one shard beyond the model. Tied weights saved under one name count as loaded. A shard that fails to load after
+    others did leaves the model partly updated.
+
+    Raises:
+        CheckpointError: the folder holds no safetensors weights, a file is truncated or corrupt, or the weights do
+            not fit ``model``; the message names the file.
+    """
+    folder = Path(folder)
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            files = [folder / name for name in dict.fromkeys(weight_map.values())]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise _unreadable(index, exc) from None
+    else:
+        raise CheckpointError(f"{folder}: no model.safetensors or model.safetensors.index.json to load weights from.")
+    device = str(next(model.parameters()).device)
+    missing: set[str] | None = None
+    unexpected: set[str] = set()
+    for file in files:
+        try:
+            # Not strict: each shard holds some of the tensors; what no shard held is missing in every one.
+            shard_missing, shard_unexpected = load_model(model, str(file), strict=False, device=device)
+        except (OSError, SafetensorError) as exc:
+            raise _unreadable(file, exc) from None
+        except RuntimeError as exc:  # a tensor of another shape: another architecture
+            raise _unreadable(file, exc, _MISFIT) from None
+        missing = set(shard_missing) if missing is None else missing & set(shard_missing)
+        unexpected |= set(shard_unexpected)
+    if missing or unexpected:
+        names = ", ".join(sorted(missing or unexpected)[:5])
+        raise CheckpointError(f"{folder}: the saved weights {_MISFIT} ({'missing' if missing else 'unexpected'} "
+                              f"tensors {names}).")
+
+
 def _torch_load(file: Path, device: torch.device) -> Any:
     """``torch.load`` of a checkpoint file with an error that names it."""
     try:

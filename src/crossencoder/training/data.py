@@ -6,6 +6,7 @@ double quotes as spreadsheets and pandas write them); no header row unless ``hea
 A row or array of 3 items is a labelled pair ``a, b, label`` (in text files the label is a float when it parses
 as one, else a class name), except ``[query, [documents], [labels]]``; 4+ items are a ranking sample
 ``query, positive, negative_1, ...`` (for a single negative use an object: ``{"query", "positive", "negative"}``).
+In TSV/CSV rows, empty cells after the third (trailing tabs or commas) are ignored.
 """
 
 from __future__ import annotations
@@ -116,6 +117,10 @@ def load_examples(path: str | os.PathLike, header: bool = False) -> list[Any]:
             for index, (lineno, row) in enumerate(rows):
                 if (header and index == 0) or not any(cell.strip() for cell in row):
                     continue
+                # Empty cells past the third (a trailing tab or comma, as spreadsheets write ragged rows) would turn
+                # a labelled pair into a ranking sample with its label and "" as documents.
+                while len(row) > 3 and not row[-1].strip():
+                    row = row[:-1]
                 if len(row) < 3:
                     raise DataFormatError(f"{path}:{lineno}: expected at least 3 columns (text_a, text_b, label), "
                                           f"got {len(row)}.")

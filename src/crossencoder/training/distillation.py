@@ -77,8 +77,8 @@ def blend_teacher_labels(
         ``(text_a, text_b, blended label)`` tuples in input order.
 
     Raises:
-        ValueError: ``weight`` is outside [0, 1], the lengths differ, a label is not a number in [0, 1], or the
-            teacher gives every example the same score.
+        ValueError: ``weight`` is outside [0, 1], the lengths differ, a label is not a number in [0, 1], a teacher
+            score is not finite, or the teacher gives every example the same score.
 
     Example:
         >>> pairs = [("a", "b", 1.0), ("c", "d", 0.0), ("e", "f", 0.5)]
@@ -89,7 +89,11 @@ def blend_teacher_labels(
         raise ValueError(f"weight must be in [0, 1], got {weight}.")
     teacher = np.asarray(teacher_scores, dtype=np.float64)
     if teacher.shape != (len(examples),):
-        raise ValueError(f"Got {len(examples)} examples but {teacher.size} teacher scores.")
+        raise ValueError(f"Need one teacher score per example: got {len(examples)} examples and teacher scores of "
+                         f"shape {teacher.shape}.")
+    bad = np.flatnonzero(~np.isfinite(teacher))
+    if bad.size:  # the line fit would fail deep in LAPACK ("SVD did not converge")
+        raise ValueError(f"teacher_scores[{bad[0]}] is {teacher[bad[0]]}: teacher scores must be finite numbers.")
     # The same parsing and [0, 1] check as the BCE loss that will train on these labels.
     pairs = [BinaryCrossEntropyLoss().normalize(x, i) for i, x in enumerate(examples)]
     gold = np.array([p.label for p in pairs], dtype=np.float64)

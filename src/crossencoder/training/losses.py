@@ -19,6 +19,7 @@ loss                           examples                                   use it
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
 Pairs = list[tuple[str, str]]
 
+logger = logging.getLogger(__name__)
+
 
 class Loss:
     """Base class: ``check_model`` -> ``normalize`` each example once -> per batch ``prepare`` -> ``compute``."""
@@ -50,6 +53,10 @@ class Loss:
     def normalize(self, example: Any, index: int) -> Any:
         """Validate one training example and return it in the form ``prepare`` expects."""
         raise NotImplementedError
+
+    def check_data(self, examples: Sequence[Any], batch_size: int) -> None:
+        """Raise ValueError when the normalised ``examples``, in batches of ``batch_size``, can never give a
+        gradient (called once by the trainer, after ``normalize``)."""
 
     def prepare(self, batch: Sequence[Any]) -> tuple[Pairs, dict[str, torch.Tensor]]:
         """Return the pairs to score for a batch of normalised examples and the target tensors."""
@@ -300,6 +307,7 @@ class MultipleNegativesRankingLoss(Loss):
                        num_in_batch_negatives is None or num_in_batch_negatives >= 0, "None or an integer >= 0")
         self.scale = scale
         self.num_in_batch_negatives = num_in_batch_negatives
+        self._warned_alone = False
 
     def normalize(self, example: Any, index: int) -> RankingSample:
         sample = _ranking_sample(example, index)
@@ -308,6 +316,26 @@ class MultipleNegativesRankingLoss(Loss):
             raise ValueError(f"data[{index}] has no positive document (a label > 0).")
         negatives = [d for d, y in zip(sample.documents, sample.labels) if y <= 0]
         return RankingSample(sample.query, [sample.documents[best], *negatives], [1.0] + [0.0] * len(negatives))
+
+    def check_data(self, examples: Sequence[RankingSample], batch_size: int) -> None:
+        """Refuse data and batching that give no query a negative: its softmax over the positive alone is 1, so
+        the loss is 0 at every step and nothing trains.
+
+        Raises:
+            ValueError: no example has a hard negative, and no batch can hold in-batch negatives (``batch_size`` 1,
+                ``num_in_batch_negatives=0`` or a single distinct positive).
+        """
+        if any(len(x.documents) > 1 for x in examples):
+            return
+        in_batch = batch_size > 1 and self.num_in_batch_negatives != 0 and len(
+            {x.documents[0] for x in examples}) > 1
+        if not in_batch:
+            raise ValueError(
+                "MultipleNegativesRankingLoss has no negative for any query: the examples have no hard negatives and "
+                f"there are no in-batch negatives (batch_size {batch_size}, num_in_batch_negatives "
+                f"{self.num_in_batch_negatives}, {len({x.documents[0] for x in examples})} distinct positive(s)), so "
+                "the loss is 0 and nothing trains. Use batch_size >= 2, add hard negatives (mine_hard_negatives) or "
+                "use a pointwise loss.")
 
     def prepare(self, batch: Sequence[RankingSample]) -> tuple[Pairs, dict[str, torch.Tensor]]:
         pairs: Pairs = []
@@ -321,6 +349,12 @@ class MultipleNegativesRankingLoss(Loss):
             candidates = sample.documents + others
             pairs.extend((sample.query, d) for d in candidates)
             sizes.append(len(candidates))
+        if not self._warned_alone and min(sizes) == 1:
+            self._warned_alone = True
+            logger.warning("A batch held a query with no negative (no hard negatives, and no other positive in its "
+                           "batch, e.g. the short last batch of an epoch): it adds 0 to the loss and dilutes the "
+                           "batch's gradient. Add hard negatives or use a batch size that leaves no batch of 1 "
+                           "(shown once).")
         return pairs, {"group_sizes": torch.tensor(sizes)}
 
     def compute(self, logits: torch.Tensor, group_sizes: torch.Tensor) -> torch.Tensor:

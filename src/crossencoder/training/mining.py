@@ -60,7 +60,7 @@ def mine_hard_negatives(
         still returned (in-batch negatives then do the work).
 
     Raises:
-        ValueError: ``queries`` and ``positives`` differ in length, or a count is not positive.
+        ValueError: ``queries`` and ``positives`` differ in length, or a count is not an integer in range.
 
     Example:
         >>> mine_hard_negatives(["what is python"], ["Python is a programming language."],
@@ -70,12 +70,15 @@ def mine_hard_negatives(
     """
     if len(queries) != len(positives):
         raise ValueError(f"Got {len(queries)} queries but {len(positives)} positive entries.")
-    if num_negatives < 1 or top_k < 1 or skip_top < 0:
-        raise ValueError("num_negatives and top_k must be >= 1 and skip_top >= 0.")
+    for name, value, least in (("num_negatives", num_negatives, 1), ("top_k", top_k, 1), ("skip_top", skip_top, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}.")
     pos_lists = [[p] if isinstance(p, str) else list(p) for p in positives]
     for i, plist in enumerate(pos_lists):
         if not plist or not all(isinstance(p, str) for p in plist):
             raise ValueError(f"positives[{i}] must be a passage or a non-empty list of passages.")
+    if not queries:  # nothing to mine for: do not load and run the bi-encoder
+        return []
     # The corpus is de-duplicated so a passage listed twice cannot be its own negative.
     passages = list(dict.fromkeys([*(corpus or []), *(p for plist in pos_lists for p in plist)]))
     index = {text: i for i, text in enumerate(passages)}
@@ -153,7 +156,7 @@ def group_pairs(
         Listwise samples, queries in order of first appearance.
 
     Raises:
-        ValueError: ``group_size`` < 2.
+        ValueError: ``group_size`` < 2, or a label is not a finite number (the message names the pair).
 
     Example:
         >>> group_pairs([("q", "a", 1.0), ("q", "b", 0.0), ("q", "c", 0.5)], group_size=3)
@@ -162,8 +165,14 @@ def group_pairs(
     if group_size < 2:
         raise ValueError(f"group_size must be at least 2, got {group_size}.")
     by_query: dict[str, list[tuple[str, float]]] = {}
-    for query, document, label in pairs:
-        by_query.setdefault(query, []).append((document, float(label)))
+    for i, (query, document, label) in enumerate(pairs):
+        try:
+            value = float(label)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value):  # a NaN label would fall outside both kinds and silently drop its query
+            raise ValueError(f"pairs[{i}] label must be a finite number, got {label!r}.")
+        by_query.setdefault(query, []).append((document, value))
     rng = random.Random(seed)
     out: list[tuple[str, list[str], list[float]]] = []
     for query, items in by_query.items():

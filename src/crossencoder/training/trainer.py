@@ -28,6 +28,7 @@ from crossencoder.training.checkpoint import (
     CheckpointError,
     list_checkpoints,
     load_checkpoint,
+    load_model_folder,
     read_state,
     save_checkpoint,
 )
@@ -71,7 +72,9 @@ class TrainingArguments:
         greater_is_better: Whether a larger ``metric_for_best_model`` is better.
         load_best_model_at_end: Finish with the best evaluated weights rather than the last ones.
         early_stopping_patience: Stop after this many evaluations without improvement (None: never).
-        mixed_precision: ``"auto"`` (bf16 or fp16 on a CUDA GPU, off on CPU), ``"no"``, ``"fp16"``, ``"bf16"``.
+        mixed_precision: ``"auto"`` (on a CUDA GPU bf16 where it has bfloat16 support, compute capability 8.0+,
+            else fp16; off on CPU and MPS), ``"no"``, ``"fp16"``, ``"bf16"``. fp16 and bf16 are refused up front
+            on a CPU, MPS or a GPU without bfloat16 support (bf16).
         resume: Continue from the latest checkpoint in ``output_dir`` when there is one.
         overwrite_output_dir: Delete existing checkpoints instead of refusing to start when ``resume=False``.
         logging_steps: Log the mean loss every N optimizer steps.
@@ -222,6 +225,7 @@ class Trainer:
         if train_data is None or isinstance(train_data, (str, bytes)) or len(train_data) == 0:
             raise ValueError("train_data must be a non-empty list of examples.")
         self.train_data = [self.loss.normalize(example, i) for i, example in enumerate(train_data)]
+        self.loss.check_data(self.train_data, args.batch_size)
         self.output_dir = Path(args.output_dir)
         self.device = next(model.model.parameters()).device
         self.metric_name = args.metric_for_best_model or getattr(evaluator, "primary_metric", None)
@@ -240,9 +244,13 @@ class Trainer:
             return None
         if self.device.type != "cuda":
             raise ValueError(f"mixed_precision={mode!r} needs a CUDA GPU; the model is on {self.device}.")
-        if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
-            return torch.bfloat16
-        return torch.float16
+        # Before Ampere, torch emulates bfloat16 (its default check counts that as support): slower than float32.
+        with torch.cuda.device(self.device):
+            bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        if mode == "bf16" and not bf16:
+            raise ValueError(f"mixed_precision='bf16' needs a GPU with bfloat16 support (compute capability 8.0+, "
+                             f"e.g. A100, H100); the one at {self.device} has none: use 'fp16' or 'auto'.")
+        return torch.bfloat16 if bf16 and mode != "fp16" else torch.float16
 
     def _optimizer(self) -> torch.optim.Optimizer:
         decay, no_decay = [], []
@@ -332,6 +340,8 @@ class Trainer:
             ValueError: ``output_dir`` holds checkpoints of a different run (other data, model or settings; see
                 :meth:`_fingerprint`), holds checkpoints while ``resume=False`` and ``overwrite_output_dir=False``,
                 or none of its checkpoints can be read (:class:`~crossencoder.training.checkpoint.CheckpointError`).
+            Exception: whatever the evaluator raises (or a ``metric_for_best_model`` missing from its metrics), after
+                a checkpoint of the step is saved so a rerun resumes there.
         """
         args = self.args
         try:
@@ -441,7 +451,15 @@ class Trainer:
         periodic = (step % args.eval_steps == 0) if args.eval_steps else epoch_end
         eval_due = self.evaluator is not None and (periodic or last)
         if eval_due:
-            metrics = self._evaluate()
+            try:
+                metrics = self._evaluate()
+            except Exception:
+                # Keep the steps trained since the last checkpoint (hours, with evaluation once an epoch): a rerun
+                # with the evaluator or metric_for_best_model fixed resumes here, without this evaluation.
+                self._save_checkpoint(state, epoch_end, model, optimizer, scheduler, scaler)
+                logger.warning("The evaluation at step %d failed; saved checkpoint-%d so a rerun resumes there.",
+                               step, step)
+                raise
             state["last_metrics"] = metrics
             state["history"].append({"step": step, "epoch": state["epoch"],
                                      **{f"eval_{k}": v for k, v in metrics.items()}})
@@ -462,10 +480,14 @@ class Trainer:
         else:
             save_due = eval_due or (self.evaluator is None and epoch_end)
         if save_due or last or stop:
-            save_checkpoint(self.output_dir / f"checkpoint-{step}", model, optimizer, scheduler, scaler,
-                            self._checkpoint_state(state, epoch_end))
-            self._rotate_checkpoints()
+            self._save_checkpoint(state, epoch_end, model, optimizer, scheduler, scaler)
         return stop
+
+    def _save_checkpoint(self, state, epoch_end: bool, model, optimizer, scheduler, scaler) -> None:
+        """Write ``checkpoint-<step>`` of the current step, then drop checkpoints over ``save_total_limit``."""
+        save_checkpoint(self.output_dir / f"checkpoint-{state['global_step']}", model, optimizer, scheduler, scaler,
+                        self._checkpoint_state(state, epoch_end))
+        self._rotate_checkpoints()
 
     def _patience_spent(self, state: dict[str, Any]) -> bool:
         patience = self.args.early_stopping_patience
@@ -545,9 +567,8 @@ class Trainer:
         # best_step is None when no evaluation gave a number: a best-model folder then is not this run's.
         if self.args.load_best_model_at_end and state["best_step"] not in (None, state["global_step"]) \
                 and best_dir.is_dir():
-            from safetensors.torch import load_model
-
-            load_model(self.model.model, str(best_dir / "model.safetensors"), device=str(self.device))
+            # save_pretrained shards a model over its max_shard_size: load whichever form the folder holds.
+            load_model_folder(self.model.model, best_dir)
             metrics = state["best_metrics"]
         self.model.model.eval()
         final = self.output_dir / "final"
