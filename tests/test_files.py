@@ -2,6 +2,10 @@
 
 import hashlib
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -79,3 +83,48 @@ def test_pick_text_refuses_a_lone_surrogate_naming_file_line_and_field():
     with pytest.raises(InputError, match=r"p.jsonl:3: field 'text' is not valid Unicode: it holds a lone surrogate"):
         pick_text(obj, ("text",), "p.jsonl", 3)
     assert pick_text({"text": "caf\u00e9 \U0001f600"}, ("text",), "p.jsonl", 3) == "caf\u00e9 \U0001f600"
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+def test_atomic_dir_removes_the_folder_a_killed_writer_left_but_never_a_live_ones(tmp_path):
+    target = tmp_path / "best-model"
+    # A writer killed mid-save (no finally runs) leaves its temporary folder behind.
+    killed = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import os, signal
+        from crossencoder.files import atomic_dir
+        with atomic_dir({str(target)!r}) as tmp:
+            (tmp / "weights").write_text("partial")
+            os.kill(os.getpid(), signal.SIGKILL)
+        """)])
+    assert killed.returncode == -signal.SIGKILL
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".best-model.tmp-") and (left / "weights").is_file()
+    host, pid = left.name.split("-")[2:4]
+    # The same writer on this host, still alive (this process); another host's; a name without an owner (older).
+    live = tmp_path / f".best-model.tmp-{host}-{os.getpid()}-{'a' * 32}"
+    remote = tmp_path / f".best-model.tmp-{'0' * 8 if host != '0' * 8 else '1' * 8}-{pid}-{'b' * 32}"
+    ownerless = tmp_path / f".best-model.tmp-{'c' * 32}"
+    other_target = tmp_path / f".best-model-2.tmp-{host}-{pid}-{'d' * 32}"
+    for folder in (live, remote, ownerless, other_target):
+        folder.mkdir()
+    with atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("v1")
+    assert (target / "weights").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["best-model", live.name, remote.name, ownerless.name, other_target.name])
+
+
+def test_atomic_writes_flush_to_disk_before_the_rename(tmp_path, monkeypatch):
+    if not os.path.exists("/proc/self/fd"):
+        pytest.skip("needs /proc to name the synced files")
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    with atomic_dir(tmp_path / "index") as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "docs").write_text("x")
+    write_text_atomic(tmp_path / "manifest.json", "{}")
+    names = {os.path.basename(p) for p in synced}
+    # Every file and folder of the new content, and the folder that holds the renamed result.
+    assert {"docs", "sub", tmp_path.name} <= names
+    assert any(n.startswith(".manifest.json.") for n in names)

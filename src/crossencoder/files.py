@@ -6,13 +6,16 @@ the atomic writers here, so a kill or a full disk never leaves a half-written fi
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import sys
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,18 +24,38 @@ from typing import IO, Any
 from crossencoder.errors import CrossEncoderError
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's content to the disk, so a rename that follows survives a power loss or crash.
+
+    Skipped where the platform refuses (Windows cannot open a folder for it).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)`` then rename the result to ``path``, so ``path`` is complete or absent.
 
-    The temporary name is unique per call, so a restarted worker never collides with a dead one's leftovers.
+    The temporary name is unique per call, so a restarted worker never collides with a dead one's leftovers. The
+    file is flushed to the disk before the rename, so a crash right after it cannot leave an empty ``path``.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    _fsync(path.parent)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -40,13 +63,54 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def _host_tag() -> str:
+    """A short, filename-safe tag of this machine and process-id namespace: a temporary folder's pid means something
+    only there (a shared file system may hold folders of writers on other hosts, or in other containers)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # Linux: "pid:[4026531836]"
+    except OSError:
+        namespace = ""
+    return f"{zlib.crc32((socket.gethostname() + namespace).encode('utf-8', 'surrogateescape')):08x}"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (one of another user counts as alive; on Windows every
+    one does, as ``os.kill(pid, 0)`` there sends a Ctrl-C instead of probing)."""
+    if pid <= 0 or os.name == "nt":
+        return True  # not a real owner, or no harmless probe: never treat it as dead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # e.g. PermissionError: it exists, owned by someone else
+    return True
+
+
+def _remove_abandoned_temps(target: Path) -> None:
+    """Delete the temporary siblings ``.<target>.tmp-<host>-<pid>-<uuid>`` that :func:`atomic_dir` left when its
+    process was killed (SIGKILL, power loss: no ``finally`` ran).
+
+    Only folders made on this host (and process-id namespace) by a process that no longer exists are removed:
+    another live writer's folder, one from another host or container, and names without an owner are left alone.
+    """
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.tmp-(?P<host>[0-9a-f]{{8}})-(?P<pid>\d+)-[0-9a-f]{{32}}")
+    host = _host_tag()
+    for entry in target.parent.glob(f".{glob.escape(target.name)}.tmp-*"):
+        match = pattern.fullmatch(entry.name)
+        if match and match["host"] == host and not _pid_alive(int(match["pid"])) and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 @contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Write a folder atomically: yield a temporary sibling folder, then swap it into place.
 
     A failure inside the block (or a kill) leaves ``target`` as it was: the new content only appears once it is
-    complete. When ``target`` already exists it is moved aside to ``<target>.old`` for the instant between two
-    renames; :func:`recover_dir` puts it back if the process died right there.
+    complete, and is flushed to the disk before it does. When ``target`` already exists it is moved aside to
+    ``<target>.old`` for the instant between two renames; :func:`recover_dir` puts it back if the process died
+    right there. The temporary folder is named ``.<target>.tmp-<host>-<pid>-<uuid>``: one that a killed writer
+    left behind is deleted by the next write to the same ``target``, while a live writer's is never touched.
 
     Example:
         >>> with atomic_dir("out/best-model") as tmp:
@@ -55,19 +119,25 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     recover_dir(target)
+    _remove_abandoned_temps(target)
     # Not mkdtemp: its 0700 mode would outlive the rename; a plain mkdir follows the umask like any other folder.
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+    tmp = target.parent / f".{target.name}.tmp-{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for folder, _, names in os.walk(tmp):
+        for name in names:
+            _fsync(Path(folder) / name)
+        _fsync(Path(folder))
     old = target.with_name(target.name + ".old")
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
     os.replace(tmp, target)
+    _fsync(target.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 

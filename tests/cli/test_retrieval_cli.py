@@ -134,10 +134,15 @@ def test_beir_refuses_an_index_of_another_corpus(tmp_path, cli_index, capsys):
     ("argv", "message"),
     [
         (["search", "{missing}", "q"], "no such index folder"),
+        (["search", "{bad}", "q"], "bad.jsonl: is a file, not an index folder"),
         (["search", "{index}", "q", "--top-k", "0"], "--top-k must be a positive integer"),
         (["search", "{index}", "q", "--long-documents", "max"], "--long-documents needs --rerank-model"),
         (["search", "{index}", "q", "--fuse"], "--fuse needs --rerank-model"),
         (["index", "{bad}", "--out", "{out}"], "bad.jsonl:2: duplicate id 'a'"),
+        (["mine", "{index}", "--queries", "{bad}", "--qrels", "{bad}", "--out", "{out}", "--num-negatives", "-1"],
+         "--num-negatives must be 0 or more, got -1"),
+        (["mine", "{index}", "--queries", "{bad}", "--qrels", "{bad}", "--out", "{out}", "--skip-top", "-2"],
+         "--skip-top must be 0 or more, got -2"),
         (["index", "{empty}", "--out", "{out}"], "the corpus is empty"),
     ],
 )
@@ -215,3 +220,91 @@ def test_mine_out_never_overwrites_unasked_and_dash_is_stdout(cli_index, tmp_pat
     code, _, _ = run([*common, "--out", taken, "--overwrite"], capsys)
     assert code == 0 and [json.loads(line) for line in taken.read_text().splitlines()] == [json.loads(line)
                                                                                           for line in out.splitlines()]
+
+
+def test_mine_runs_the_query_encoder_on_the_device_asked(cli_index, tmp_path, monkeypatch, capsys):
+    from crossencoder.retrieval import index as index_module
+
+    devices = []
+
+    class RecordingBiEncoder(BiEncoder):
+        def __init__(self, *args, device=None, **kwargs):
+            devices.append(device)
+            super().__init__(*args, device="cpu", **kwargs)  # the device asked need not exist here
+
+    monkeypatch.setattr(index_module, "BiEncoder", RecordingBiEncoder)
+    queries = write_jsonl(tmp_path / "q.jsonl", [{"_id": "q1", "text": "berlin population"}])
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("q1\tberlin\t1\n")
+    code, _, err = run(["mine", cli_index, "--queries", queries, "--qrels", qrels, "--out", tmp_path / "t.jsonl",
+                        "--method", "dense", "--num-negatives", "1", "--device", "cuda:7"], capsys)
+    assert code == 0, err
+    assert devices == ["cuda:7"]
+
+
+def test_search_and_mine_take_a_moved_copy_of_the_bi_encoder_and_refuse_another(tmp_path, tiny_model_dir, capsys):
+    import shutil
+
+    from crossencoder.testing import make_tiny_cross_encoder
+
+    encoder = shutil.copytree(tiny_model_dir, tmp_path / "encoder")
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", DOCS)
+    assert run(["index", corpus, "--out", tmp_path / "idx", "--bi-encoder", encoder], capsys)[0] == 0
+    expected = run(["search", tmp_path / "idx", "berlin population", "--method", "dense"], capsys)[1]
+    moved = encoder.rename(tmp_path / "moved")
+    code, _, err = run(["search", tmp_path / "idx", "berlin population", "--method", "dense"], capsys)
+    assert code == 1 and "cannot be loaded" in err and "(CLI: --bi-encoder COPY)" in err
+    # The recorded folder moved: naming its new place is all a user can do short of rebuilding the index.
+    assert run(["search", tmp_path / "idx", "berlin population", "--method", "dense", "--bi-encoder", moved],
+               capsys) == (0, expected, "")
+    queries = write_jsonl(tmp_path / "q.jsonl", [{"_id": "q1", "text": "berlin population"}])
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("q1\tberlin\t1\n")
+    mine = ["mine", tmp_path / "idx", "--queries", queries, "--qrels", qrels, "--out", "-", "--method", "dense"]
+    assert run([*mine, "--bi-encoder", moved], capsys)[0] == 0
+    # Another model would embed the queries unlike the documents: refused, naming the index's model and the option.
+    other = make_tiny_cross_encoder(tmp_path / "other", seed=2)
+    for argv in (["search", tmp_path / "idx", "berlin", "--bi-encoder", other], [*mine, "--bi-encoder", other]):
+        code, out, err = run(argv, capsys)
+        assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+        assert f"was built with bi-encoder {str(encoder)!r}, not --bi-encoder {str(other)!r}" in err
+        assert "embeds texts differently" in err
+    code, _, err = run(["search", tmp_path / "idx", "berlin", "--bi-encoder", tmp_path / "nope"], capsys)
+    assert code == 1 and "--bi-encoder" in err and "cannot be loaded" in err
+
+
+def test_beir_reuses_an_index_with_a_copy_of_its_bi_encoder_and_builds_into_an_empty_folder(tmp_path,
+                                                                                           tiny_model_dir, capsys):
+    import shutil
+
+    write_jsonl(tmp_path / "corpus.jsonl", DOCS)
+    write_jsonl(tmp_path / "queries.jsonl", [{"_id": "q1", "text": "coffee beans"}])
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "qrels" / "test.tsv").write_text("q1\tcoffee\t1\n")
+    (tmp_path / "idx").mkdir()  # made beforehand, empty: built into, as `crossencoder index` does
+    common = ["beir", tmp_path, "--index", tmp_path / "idx", "--json"]
+    code, out, err = run([*common, "--bi-encoder", tiny_model_dir], capsys)
+    assert code == 0, err
+    assert Index.open(tmp_path / "idx").count == 3
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
+    assert run([*common, "--bi-encoder", copy], capsys) == (0, out, "")
+
+
+def test_search_refuses_a_query_that_is_not_valid_unicode(cli_index, capsys):
+    # Bytes that are not UTF-8 on the command line reach Python as lone surrogates.
+    code, out, err = run(["search", cli_index, "berlin \udcff"], capsys)
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert "The query is not valid Unicode: it holds a lone surrogate '\\udcff'" in err
+
+
+def test_index_refuses_a_bi_encoder_folder_it_cannot_read_in_one_line(tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    encoder = shutil.copytree(tiny_model_dir, tmp_path / "st")
+    (encoder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]))
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", DOCS)
+    code, out, err = run(["index", corpus, "--out", tmp_path / "idx", "--bi-encoder", encoder], capsys)
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert "module 'Dense' is not supported by BiEncoder" in err

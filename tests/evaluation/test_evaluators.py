@@ -154,3 +154,11 @@ def test_classification_evaluator_reports_the_same_metrics_whatever_a_multiclass
     names = {0: "contradiction", 1: "entailment", 2: "neutral"}
     model = StubModel({("a", "b"): [3.0, 0.0, 1.0], ("c", "d"): [0.0, 3.0, 1.0]}, id2label=names)
     assert set(ClassificationEvaluator([("a", "b", 0), ("c", "d", 1)])(model)) == {"accuracy", "macro_f1"}
+
+
+def test_reranking_evaluator_refuses_a_bad_cutoff_before_any_scoring():
+    # Found only at the first evaluation, a bad cut-off would stop a training run after its first epoch.
+    with pytest.raises(ValueError, match="at_k must be a positive integer, got 0"):
+        RerankingEvaluator([("q", "relevant", "other")], at_k=0)
+    with pytest.raises(ValueError, match="recall_at must hold positive integers, got -5"):
+        RerankingEvaluator([("q", "relevant", "other")], recall_at=(1, -5))

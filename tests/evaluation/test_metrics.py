@@ -117,3 +117,15 @@ def test_ranking_metrics_refuses_fractional_relevance():
     with pytest.raises(ValueError, match=r"query 'q', document 'd': relevance 0.5 is not an integer grade"):
         ranking_metrics({"q": {"d": 0.5}, "q2": {"a": 1}}, {"q": {"d": 1.0}, "q2": {"a": 1.0}})
     assert ranking_metrics({"q": {"d": 2.0}}, {"q": {"d": 1.0}})["ndcg@10"] == 1.0
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"k": 0}, "k must be a positive integer, got 0"),
+    ({"k": -1}, "k must be a positive integer, got -1"),
+    ({"recall_at": (10, 0)}, "recall_at must hold positive integers, got 0"),
+    ({"k": 2.5}, "k must be a positive integer, got 2.5"),
+])
+def test_ranking_metrics_refuses_cutoffs_that_are_not_positive_integers(kwargs, message):
+    # ranx reads 0 as no cut-off (MRR@0 came out 0.5 here, Recall@0 1.0) and fails on -1 with a bare assertion.
+    with pytest.raises(ValueError, match=message):
+        ranking_metrics({"q": {"a": 1}}, {"q": {"a": 0.5, "b": 0.7}}, **kwargs)

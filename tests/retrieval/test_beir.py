@@ -17,6 +17,7 @@ from crossencoder.retrieval import (
     fuse_with_first_stage,
     load_beir,
     read_qrels,
+    read_queries,
     search_many,
 )
 from crossencoder.retrieval.beir import unknown_judged_documents
@@ -177,3 +178,26 @@ def test_lone_surrogate_in_a_query_names_file_and_line(beir_dir):
     (beir_dir / "queries.jsonl").write_text('{"_id": "q1", "text": "ok"}\n{"_id": "q2", "text": "cut \\udc00"}\n')
     with pytest.raises(InputError, match=r"queries.jsonl:2: field 'text' is not valid Unicode"):
         load_beir(beir_dir, "test")
+
+
+def test_recall_at_100_looks_100_deep_whatever_the_re_rank_depth(index_dir, minilm_bi_encoder, tiny_model_dir):
+    # Re-ranking only the top candidate used to cut every row, first stage included, to one document: the
+    # "Recall@100" column then held recall at 1 (0.0 here), and rows differed with the re-rank depth.
+    index = Index.open(index_dir, bi_encoder=minilm_bi_encoder)
+    queries, qrels = {"q1": "Berlin population"}, {"q1": {"paris": 1}}
+    assert search_many(index, ["Berlin population"], "dense", top_k=1)[0][0].id != "paris"
+    deep = evaluate(index, queries, qrels, methods=["dense"])
+    shallow = evaluate(index, queries, qrels, methods=["dense"], reranker=CrossEncoder(tiny_model_dir), candidates=1,
+                       fusion=True)
+    assert shallow["dense"] == deep["dense"] and deep["dense"]["recall@100"] == 1.0
+    # Below the re-ranked candidate the first stage's order continues, as if the re-ranker had stopped there.
+    assert shallow["dense + rerank"] == shallow["dense + rerank + fusion"] == shallow["dense"]
+
+
+def test_queries_take_an_id_field_as_the_corpus_does(tmp_path):
+    # read_corpus accepts "id" where "_id" is missing; a queries file written the same way was refused.
+    path = write_jsonl(tmp_path / "queries.jsonl", [{"id": "q1", "text": "berlin"}, {"id": 2, "text": "paris"}])
+    assert read_queries(path) == {"q1": "berlin", "2": "paris"}
+    write_jsonl(path, [{"text": "berlin"}])
+    with pytest.raises(InputError, match=r"queries.jsonl:1: missing field '_id'"):
+        read_queries(path)

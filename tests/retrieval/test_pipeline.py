@@ -213,3 +213,10 @@ def test_search_many_refuses_a_single_string(index):
     # A str is a sequence: each character would be searched as a query.
     with pytest.raises(TypeError, match="list of queries"):
         search_many(index, "coffee beans")
+
+
+def test_a_query_that_is_not_valid_unicode_is_named(index):
+    # A lone surrogate (bytes that were not UTF-8, decoded with surrogateescape) made the tokenizer fail with
+    # "TextEncodeInput must be Union[...]", naming neither the query nor the problem.
+    with pytest.raises(ValueError, match=r"queries\[1\] is not valid Unicode: it holds a lone surrogate '\\udcff'"):
+        search_many(index, ["coffee", "berlin \udcff"], method="bm25")

@@ -6,11 +6,18 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crossencoder.cli.common import InputError, check_positive, to_json
-from crossencoder.files import write_text_atomic
+from crossencoder.files import unicode_problem, write_text_atomic
+
+if TYPE_CHECKING:
+    from crossencoder.retrieval import Index
 
 METHOD_CHOICES = ["bm25", "dense", "hybrid"]
+# search and mine embed queries with the index's own bi-encoder; --bi-encoder only names where it is now.
+QUERY_ENCODER_HELP = ("the index's bi-encoder from another place (when the folder recorded in the index moved); "
+                      "one that embeds texts differently is refused (default: the one recorded in the index)")
 
 
 def _add_rerank_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--method", choices=METHOD_CHOICES, default="hybrid", help="first stage (default hybrid)")
     search.add_argument("--top-k", "-k", type=int, default=10, help="hits to print (default 10)")
     search.add_argument("--json", action="store_true", help="one JSON object per hit: rank, id, title, text, scores")
+    search.add_argument("--bi-encoder", help=QUERY_ENCODER_HELP)
     _add_rerank_arguments(search)
     search.set_defaults(func=run_search)
 
@@ -81,6 +89,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="write listwise samples for `train --loss listnet` instead of pairs: each query's pairs "
                            "shuffled and cut into lists of this many documents (JSONL query, documents, labels)")
     mine.add_argument("--seed", type=int, default=0, help="shuffle seed for --group-size (default 0)")
+    mine.add_argument("--bi-encoder", help=QUERY_ENCODER_HELP)
+    mine.add_argument("--device", help="cpu, cuda, mps for the query encoder (default: best available)")
     mine.set_defaults(func=run_mine)
 
     beir = subparsers.add_parser(
@@ -93,7 +103,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     beir.add_argument("--split", default="test", help="qrels/<split>.tsv to evaluate (default test)")
     beir.add_argument("--index", help="index folder of the corpus: reused if present, else built there "
                                       "(default: a temporary index, deleted afterwards)")
-    beir.add_argument("--bi-encoder", help="embedding model when building the index (default: all-MiniLM-L6-v2)")
+    beir.add_argument("--bi-encoder", help="embedding model when building the index (default: all-MiniLM-L6-v2); "
+                                           "with an existing --index it must embed as the index's own does")
     beir.add_argument("--json", action="store_true", help="print the table as JSON")
     _add_rerank_arguments(beir)
     beir.set_defaults(func=run_beir)
@@ -103,6 +114,46 @@ def _bi_encoder(name: str | None, device: str | None):
     from crossencoder.retrieval import BiEncoder
 
     return BiEncoder(name, device=device)
+
+
+def _open_index(folder: str | Path, bi_encoder: str | None, device: str | None, verify: bool = False) -> Index:
+    """Open an index whose queries are embedded by its own bi-encoder, or by ``bi_encoder`` (``--bi-encoder``) when
+    that names another copy of it.
+
+    Args:
+        folder: The index folder.
+        bi_encoder: ``--bi-encoder``, or None for the model recorded in the manifest.
+        device: ``--device`` of the query encoder.
+        verify: Check every file's sha256 too.
+
+    Returns:
+        The opened index (close it, or use it in a ``with`` block).
+
+    Raises:
+        InputError: ``bi_encoder`` cannot be loaded, or embeds texts differently from the index's bi-encoder.
+        IndexFolderError: the folder is not a valid index.
+    """
+    from crossencoder.errors import ModelNotFoundError
+    from crossencoder.retrieval import BiEncoder, Index, IndexFolderError
+    from crossencoder.retrieval.index import model_identity
+
+    index = Index.open(folder, verify=verify, device=device)
+    spec = index.manifest["bi_encoder"]
+    if bi_encoder is None or model_identity(bi_encoder) == spec["model"]:
+        return index
+    index.close()
+    refused = f"{folder} was built with bi-encoder {spec['model']!r}, not --bi-encoder {bi_encoder!r}"
+    advice = "drop --bi-encoder to use the index's own, or build an index with it (`crossencoder index`)."
+    try:
+        encoder = BiEncoder(bi_encoder, device=device, max_length=spec["max_length"])
+    except ModelNotFoundError as exc:
+        raise InputError(f"{refused}, which cannot be loaded ({str(exc).splitlines()[0]}): {advice}") from None
+    try:
+        # Checked a moment ago (checksums included when asked): the only new failure is the encoder's.
+        return Index.open(folder, bi_encoder=encoder, verify=False, device=device)
+    except IndexFolderError:
+        raise InputError(f"{refused}, which embeds texts differently (its query vectors would not match the "
+                         f"documents'): {advice}") from None
 
 
 def _reranker(args: argparse.Namespace):
@@ -126,15 +177,18 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from crossencoder.retrieval import Index, search
+    from crossencoder.retrieval import search
 
     check_positive(args, "top_k", "candidates", "batch_size")
     if not args.query.strip():
         raise InputError("The query is empty.")
-    index = Index.open(args.index, verify=False, device=args.device)
-    hits = search(index, args.query, method=args.method, top_k=args.top_k, candidates=args.candidates,
-                  reranker=_reranker(args), batch_size=args.batch_size, long_documents=args.long_documents,
-                  fuse_first_stage=args.fuse)
+    # Bytes that are not UTF-8 in argv arrive as lone surrogates, which the tokenizers reject without a word why.
+    if problem := unicode_problem(args.query, "The query"):
+        raise InputError(f"{problem}: pass UTF-8 text.")
+    with _open_index(args.index, args.bi_encoder, args.device) as index:
+        hits = search(index, args.query, method=args.method, top_k=args.top_k, candidates=args.candidates,
+                      reranker=_reranker(args), batch_size=args.batch_size, long_documents=args.long_documents,
+                      fuse_first_stage=args.fuse)
     out = sys.stdout
     for rank, hit in enumerate(hits, start=1):
         if args.json:
@@ -145,9 +199,12 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def run_mine(args: argparse.Namespace) -> int:
-    from crossencoder.retrieval import Index, mine_training_pairs, read_qrels, read_queries
+    from crossencoder.retrieval import mine_training_pairs, read_qrels, read_queries
 
     check_positive(args, "candidates")
+    for name in ("num_negatives", "skip_top"):
+        if getattr(args, name) < 0:
+            raise InputError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}.")
     # group_pairs checks this too, but only after the (slow) mining: refuse it, and a bad --out, before mining.
     if args.group_size is not None and args.group_size < 2:
         raise InputError(f"--group-size must be at least 2, got {args.group_size}.")
@@ -156,10 +213,10 @@ def run_mine(args: argparse.Namespace) -> int:
         raise InputError(f"--out {out} is a folder; name the JSONL file to write.")
     if out is not None and out.exists() and not args.overwrite:
         raise InputError(f"--out {out} exists; pass --overwrite to replace it, or name another file.")
-    index = Index.open(args.index, verify=False)
-    pairs = mine_training_pairs(index, read_queries(args.queries), read_qrels(args.qrels), method=args.method,
-                                num_negatives=args.num_negatives, skip_top=args.skip_top, candidates=args.candidates,
-                                qrels_source=args.qrels)
+    with _open_index(args.index, args.bi_encoder, args.device) as index:
+        pairs = mine_training_pairs(index, read_queries(args.queries), read_qrels(args.qrels), method=args.method,
+                                    num_negatives=args.num_negatives, skip_top=args.skip_top,
+                                    candidates=args.candidates, qrels_source=args.qrels)
     if args.group_size is not None:
         from crossencoder.training import group_pairs
 
@@ -180,26 +237,21 @@ def run_mine(args: argparse.Namespace) -> int:
 
 
 def run_beir(args: argparse.Namespace) -> int:
-    from crossencoder.retrieval import Index, build_index, evaluate, format_table, load_beir
+    from crossencoder.retrieval import build_index, evaluate, format_table, load_beir
     from crossencoder.files import file_sha256
-    from crossencoder.retrieval.index import model_identity
 
     check_positive(args, "candidates", "batch_size")
     data = load_beir(args.data_dir, args.split)
     reranker = _reranker(args)
     with tempfile.TemporaryDirectory(prefix="crossencoder-beir-") as scratch:
         folder = Path(args.index) if args.index else Path(scratch) / "index"
-        if folder.exists():
-            index = Index.open(folder, device=args.device)
-            built_with = index.manifest["bi_encoder"]["model"]
+        # An empty folder (made beforehand for --index) is built into, as `crossencoder index` does.
+        if folder.exists() and not (folder.is_dir() and not any(folder.iterdir())):
+            # The queries are embedded with the index's own model; another --bi-encoder would silently not be used.
+            index = _open_index(folder, args.bi_encoder, args.device, verify=True)
             if index.manifest["corpus"]["sha256"] != file_sha256(data.corpus_path):
                 index.close()
                 raise InputError(f"{folder} was built from another corpus than {data.corpus_path}.")
-            # The queries are embedded with the index's own model; another --bi-encoder would silently not be used.
-            if args.bi_encoder and model_identity(args.bi_encoder) != built_with:
-                index.close()
-                raise InputError(f"{folder} was built with bi-encoder {built_with!r}, not {args.bi_encoder!r}: "
-                                 "drop --bi-encoder to reuse it, or give another --index.")
         else:
             index = build_index(data.corpus_path, folder, bi_encoder=_bi_encoder(args.bi_encoder, args.device))
         with index:

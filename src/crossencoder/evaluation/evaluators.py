@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from crossencoder.evaluation.metrics import classification_metrics, correlation_metrics, ranking_metrics
+from crossencoder.evaluation.metrics import (
+    check_cutoffs,
+    classification_metrics,
+    correlation_metrics,
+    ranking_metrics,
+)
 from crossencoder.evaluation.samples import ranking_samples, to_labelled_pair
 
 if TYPE_CHECKING:
@@ -156,6 +161,9 @@ class RerankingEvaluator:
         batch_size: Pairs per batch when scoring.
         show_progress_bar: As in ``CrossEncoder.predict``.
 
+    Raises:
+        ValueError: no sample has a relevant document, or ``at_k`` / ``recall_at`` is not a positive integer.
+
     Example:
         >>> RerankingEvaluator([("what is python", "Python is a language.", "A python is a snake.")])(model)
         {'mrr@10': 1.0, 'ndcg@10': 1.0, 'map': 1.0, 'recall@1': 1.0, 'recall@5': 1.0, 'recall@10': 1.0}
@@ -163,6 +171,8 @@ class RerankingEvaluator:
 
     def __init__(self, data: Sequence[Any], at_k: int = 10, recall_at: Sequence[int] = (1, 5, 10), name: str = "",
                  batch_size: int = 32, show_progress_bar: bool | None = None) -> None:
+        # Checked here, not at the first evaluation (mid-training, after scoring every pair).
+        check_cutoffs(at_k, recall_at, names=("at_k", "recall_at"))
         self.samples = ranking_samples(data)
         if not any(max(s.labels) > 0 for s in self.samples):
             raise ValueError("RerankingEvaluator needs at least one sample with a relevant document (a label > 0).")

@@ -114,12 +114,14 @@ def ranking_metrics(
         breaks its own ties, pass scores that decrease along it.
 
     Raises:
-        ValueError: no query has a relevant document, or a relevance is not an integer.
+        ValueError: no query has a relevant document, a relevance is not an integer, or a cut-off is not a positive
+            integer.
 
     Example:
         >>> ranking_metrics({"q1": {"d1": 1}}, {"q1": {"d1": 0.2, "d2": 0.9}})["mrr@10"]
         0.5
     """
+    check_cutoffs(k, recall_at)
     require_extra("ranx", feature="Ranking metrics")
     from ranx import Qrels, Run, evaluate
 
@@ -139,6 +141,28 @@ def ranking_metrics(
         warnings.simplefilter("ignore")  # numba type-safety chatter from inside ranx
         values = evaluate(Qrels(judged), Run(scored), names, make_comparable=True)
     return {name: float(values[name]) for name in names}
+
+
+def check_cutoffs(k: int, recall_at: Sequence[int], names: tuple[str, str] = ("k", "recall_at")) -> None:
+    """Refuse a ranking cut-off that is not a positive integer (ranx reads 0 as "no cut-off", so MRR@0 would be the
+    full-list MRR and Recall@0 the full-list recall, and fails on a negative one with a bare assertion).
+
+    Args:
+        k: Cut-off of MRR and NDCG.
+        recall_at: Cut-offs of Recall.
+        names: What the message calls ``k`` and ``recall_at`` (a caller's own argument names).
+
+    Raises:
+        ValueError: ``k`` or an item of ``recall_at`` is not a positive integer.
+    """
+    def bad(value: object) -> bool:
+        return isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+
+    if bad(k):
+        raise ValueError(f"{names[0]} must be a positive integer, got {k!r}.")
+    for cutoff in recall_at:
+        if bad(cutoff):
+            raise ValueError(f"{names[1]} must hold positive integers, got {cutoff!r}.")
 
 
 def _strict_scores(scores: Mapping[str, float], relevance: Mapping[str, int]) -> dict[str, float]:

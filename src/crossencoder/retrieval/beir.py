@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
+# The deepest cut-off of METRICS: every row ranks at least this many documents, so Recall@100 is recall at 100.
+DEPTH = 100
 Qrels = dict[str, dict[str, int]]
 
 
@@ -75,7 +77,7 @@ def read_qrels(path: str | os.PathLike) -> Qrels:
 
 
 def read_queries(path: str | os.PathLike) -> dict[str, str]:
-    """Read a BEIR queries JSONL (``_id``, ``text``) into ``{query_id: text}``.
+    """Read a BEIR queries JSONL (``_id``, or ``id`` as the corpus allows, and ``text``) into ``{query_id: text}``.
 
     Raises:
         InputError: missing file, bad line, missing field, empty text or repeated id (names file and line).
@@ -84,7 +86,7 @@ def read_queries(path: str | os.PathLike) -> dict[str, str]:
     queries: dict[str, str] = {}
     for lineno, line in read_lines(name):
         obj = parse_json_line(name, lineno, line)
-        query_id = read_id(obj, "_id", name, lineno)
+        query_id = read_id(obj, "id" if "id" in obj and "_id" not in obj else "_id", name, lineno)
         if query_id in queries:
             raise InputError(f"{name}:{lineno}: duplicate query id {query_id!r}.")
         text = pick_text(obj, ("text",), name, lineno)
@@ -181,7 +183,9 @@ def evaluate(
         methods: First stages to evaluate.
         reranker: Adds a ``"<method> + rerank"`` row per method (re-ranks that method's ``candidates``).
         rerank_methods: The methods that get a re-rank row (default: all of ``methods``).
-        candidates: First-stage depth (at least 100 so Recall@100 is meaningful).
+        candidates: Documents each first stage hands to the re-ranker. First-stage rows rank ``max(candidates,
+            100)`` documents, and re-rank rows continue below the re-ranked ones with the first stage's next
+            documents to that depth, so Recall@100 is recall at 100 whatever ``candidates`` is.
         batch_size, long_documents: Re-ranking options (see :func:`~crossencoder.retrieval.search`).
         show_progress_bar: Progress bar over queries while re-ranking.
         fusion: Also add a ``"<method> + rerank + fusion"`` row per re-ranked method: the re-ranker's and the
@@ -225,13 +229,35 @@ def evaluate(
         values = ranking_metrics(qrels, run, k=10, recall_at=(100,))
         table[name] = {metric: values[metric] for metric in METRICS}
 
+    depth = max(candidates, DEPTH)
+    first_stage: dict[str, list[list[Hit]]] = {}
+
+    def retrieve(method: str) -> list[list[Hit]]:
+        if method not in first_stage:
+            first_stage[method] = search_many(index, texts, method, top_k=depth, candidates=depth)
+        return first_stage[method]
+
+    def continued(method: str, results: list[list[Hit]]) -> list[list[Hit]]:
+        """The re-ranked hits, then the first stage's next ones down to ``depth`` (re-ranking fewer than 100
+        candidates must not turn Recall@100 into recall at ``candidates``)."""
+        if candidates >= depth:
+            return results
+        out = []
+        for hits, tail in zip(results, retrieve(method)):
+            seen = {hit.id for hit in hits}
+            out.append(hits + [hit for hit in tail if hit.id not in seen][:depth - len(hits)])
+        return out
+
     for name, method, model in stages:
+        if model is None:
+            score(name, retrieve(method))
+            continue
         results = search_many(index, texts, method, top_k=candidates, candidates=candidates, reranker=model,
                               batch_size=batch_size, long_documents=long_documents,
                               show_progress_bar=show_progress_bar)
-        score(name, results)
-        if model is not None and fusion:
-            score(f"{name} + fusion", [fuse_with_first_stage(hits, method) for hits in results])
+        score(name, continued(method, results))
+        if fusion:
+            score(f"{name} + fusion", continued(method, [fuse_with_first_stage(hits, method) for hits in results]))
     return table
 
 

