@@ -10,7 +10,7 @@ import sys
 
 from crossencoder import __version__
 from crossencoder.cli.common import HelpFormatter
-from crossencoder.errors import missing_extra
+from crossencoder.errors import CrossEncoderError, missing_extra
 
 # Command modules under crossencoder.cli; heavy imports happen inside their handlers, so --help stays fast.
 COMMAND_MODULES = ["predict", "serve", "train", "bench", "retrieval"]
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except (OSError, ValueError, TypeError, RuntimeError) as exc:
+    except (CrossEncoderError, OSError, ValueError, TypeError, RuntimeError) as exc:
         if os.environ.get("CROSSENCODER_DEBUG"):
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
