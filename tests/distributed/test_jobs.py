@@ -240,13 +240,26 @@ def test_resume_refuses_another_model_or_rank_setting(local_ray, tiny_model_dir,
         rank_dataset(tiny_model_dir, tmp_path / "cands.jsonl", tmp_path / "ranked", top_k=3)
 
 
-def test_a_bad_input_found_by_a_worker_keeps_its_message(local_ray, tiny_model_dir, tmp_path):
-    rows = make_rows(4)
+def test_ids_keep_their_type_when_the_first_lines_have_none(local_ray, tiny_model_dir, tmp_path, monkeypatch):
+    # The JSONL columns come from a file's first lines (3 here, 1,000 by default); these have null ids only.
+    monkeypatch.setattr("crossencoder.distributed.shards.SCHEMA_SAMPLE_LINES", 3)
+    rows = make_rows(7)
     for i, row in enumerate(rows):
-        row["id"] = [1, 2, 3.5, 4][i]  # a float among integer ids: Arrow would truncate it to 3
+        row["id"] = None if i in (0, 1, 2, 4) else 2**60 + i  # exact in int64, not in pandas' float64
     write_jsonl(tmp_path / "pairs.jsonl", rows)
-    with pytest.raises(JobInputError, match="the id column mixes value types"):
-        score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", show_progress=False)
+    result = score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", shard_rows=3,
+                           show_progress=False)
+    out = pd.read_parquet(tmp_path / "out").sort_values("row")
+    assert str(out["id"].dtype) == "int64" and out["id"].tolist() == [2**60 + 3, 2**60 + 5, 2**60 + 6]
+    assert [(r["row"], r["reason"]) for r in result.bad_rows] == [(i, "id: missing") for i in (0, 1, 2, 4)]
+
+
+def test_an_id_column_null_in_every_row_is_taken_as_absent(local_ray, tiny_model_dir, tmp_path, caplog):
+    rows = [{**r, "id": None} for r in make_rows(4)]
+    write_jsonl(tmp_path / "pairs.jsonl", rows)
+    result = score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", show_progress=False)
+    assert list(pd.read_parquet(tmp_path / "out").columns) == ["row", "score"] and not result.bad_rows
+    assert "column 'id' is null in every row; rows are identified by their row number only" in caplog.text
 
 
 def test_jsonl_schema_is_not_the_first_line_alone(local_ray, tiny_model_dir, tmp_path):
@@ -297,7 +310,7 @@ def test_a_folder_of_mixed_files_keeps_row_numbers_and_reports_undecodable_rows(
     expected = CrossEncoder(tiny_model_dir).predict([(r["text_a"], r["text_b"]) for r in rows[:1] + rows[3:]])
     np.testing.assert_allclose(out["score"], expected, atol=1e-5)
     assert [(r["row"], r["reason"]) for r in result.bad_rows] == [
-        (1, "not valid UTF-8"), (2, "text_a: not valid Unicode (lone surrogate)"),
+        (1, "not valid UTF-8"), (2, r"text_a is not valid Unicode: it holds a lone surrogate '\ud800'"),
     ]
 
 

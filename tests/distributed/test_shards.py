@@ -103,3 +103,47 @@ def test_a_job_that_finished_no_shard_can_be_rerun_with_other_settings(tmp_path)
     (tmp_path / MARKERS / "part-000000.json").write_text('{"rows": 1, "bad": []}')
     with pytest.raises(JobInputError, match="different job .*model"):
         check_manifest(tmp_path, {"kind": "score", "model": {"name": "other"}})
+
+
+@pytest.mark.parametrize("batch_rows", [2, 3, 4096])
+def test_parquet_shards_are_read_in_batches_that_cross_row_groups(tmp_path, monkeypatch, batch_rows):
+    monkeypatch.setattr("crossencoder.distributed.shards.PARQUET_BATCH_ROWS", batch_rows)
+    pq.write_table(pa.table({"id": list(range(10)), "t": [f"text {i}" for i in range(10)]}), tmp_path / "a.parquet",
+                   row_group_size=4)
+    rows, _ = read_all([tmp_path / "a.parquet"], 3, ["t", "id"])
+    assert [(r["id"], r["t"], r["row"]) for r in rows] == [(i, f"text {i}", i) for i in range(10)]
+
+
+def test_a_small_shard_of_a_large_row_group_decodes_a_batch_not_the_group(tmp_path):
+    # pyarrow and pandas write a million rows per row group by default: far more than a shard.
+    n = 300_000
+    texts = [f"passage {i:092d}" for i in range(n)]  # 100 bytes each: 30 MB decoded
+    pq.write_table(pa.table({"t": texts}), tmp_path / "big.parquet", row_group_size=n)
+    shard = plan_shards([tmp_path / "big.parquet"], 5)[50_000]
+    pool, default = pa.proxy_memory_pool(pa.default_memory_pool()), pa.default_memory_pool()
+    pa.set_memory_pool(pool)  # the reader allocates from the default pool: measure this read alone
+    try:
+        rows, _ = read_shard(shard, ["t"])
+    finally:
+        pa.set_memory_pool(default)
+    assert [r["t"] for r in rows] == texts[250_000:250_005]
+    assert pool.max_memory() < 10_000_000
+
+
+@pytest.mark.parametrize("left", ["_done/part-000000.json", "part-00000-1b2c-c000.snappy.parquet"])
+def test_part_files_without_a_job_record_are_not_taken_for_finished_shards(tmp_path, left):
+    # A job's record is written before its first part: parts without one are another tool's (Spark's names match
+    # part-*.parquet), or a job's whose _job.json was deleted; their shards would be skipped as finished.
+    (tmp_path / left).parent.mkdir(exist_ok=True)
+    (tmp_path / left).write_text('{"rows": 1, "bad": []}')
+    with pytest.raises(JobInputError, match=r"holds part files but no _job.json .*use a new output folder"):
+        check_manifest(tmp_path, {"kind": "score"})
+    assert not (tmp_path / MANIFEST).exists()
+
+
+def test_a_parquet_file_without_rows_says_nothing_about_the_columns(tmp_path):
+    # As an empty JSONL file: its columns (none of the job's, here) are not checked, nor its id type used.
+    pq.write_table(pa.table({"other": pa.array([], pa.int64())}), tmp_path / "a.parquet")
+    assert input_schema(tmp_path / "a.parquet").names == []
+    pq.write_table(pa.table({"t": ["x"]}), tmp_path / "b.parquet")
+    assert input_schema(tmp_path / "b.parquet").names == ["t"]

@@ -22,6 +22,7 @@ from crossencoder.distributed.shards import (
     Shard,
     check_manifest,
     file_fingerprints,
+    first_value_type,
     input_files,
     input_schema,
     is_done,
@@ -110,7 +111,8 @@ def score_dataset(
     (columns ``id`` when the input has ``id_column``, ``row`` = row number in the input, then ``score``, or
     ``label`` and a ``probabilities`` struct for classifiers) plus a marker in ``output_dir/_done/``. Calling
     again with the same input and output folder skips finished shards (resume). Rows with a missing or empty
-    text are not scored: they are returned in ``JobResult.bad_rows`` and written to ``output_dir/_errors.jsonl``.
+    text, or a missing id, are not scored: they are returned in ``JobResult.bad_rows`` and written to
+    ``output_dir/_errors.jsonl``.
 
     Args:
         model: Model folder / Hub id / catalog name, or a zero-argument callable returning a ``CrossEncoder``
@@ -119,8 +121,9 @@ def score_dataset(
             On a cluster it must be readable at the same path on every node, like ``output_dir``.
         output_dir: Folder for the results (created).
         text_columns: The two text columns of a pair.
-        id_column: Column copied to the output as ``id``; when the input has no such column, rows are
-            identified by ``row`` alone.
+        id_column: Column copied to the output as ``id``, each value as given with the type of the first id
+            (a row whose id is null or of another type is a bad row); when the input has no such column, or it is
+            null in every row, rows are identified by ``row`` alone.
         num_workers: Actors in the pool, each holding one model.
         batch_size, max_batch_tokens: As in ``CrossEncoder.predict``.
         symmetric: Score each pair in both orders and average (``CrossEncoder.predict(symmetric=True)``). It is
@@ -138,8 +141,9 @@ def score_dataset(
 
     Raises:
         RayNotInstalledError: Ray is not installed.
-        JobInputError: missing or empty input, a file without a text column, a negative resource or a worker
-            larger than the local Ray, or ``output_dir`` holds a different job's finished shards.
+        JobInputError: missing or empty input, a file without a text column, files with ids of different types,
+            a negative resource or a worker larger than the local Ray, an ``output_dir`` that is a file or holds
+            the input, or one that holds a different job's finished shards.
         DistributedJobError: a worker failed (its error is in the message); finished shards are kept.
 
     Example:
@@ -265,11 +269,15 @@ def _run_job(
         if missing:
             raise JobInputError(f"{file}: no column {', '.join(repr(c) for c in missing)} "
                                 f"(columns: {', '.join(file_schema.names)}).")
+    id_type = _id_type(schemas, id_column) if id_column is not None else None
+    if id_column is not None and id_type is None:
+        logger.warning("%s: column %r is null in every row; rows are identified by their row number only.",
+                       input_path, id_column)
+        id_column, columns = None, list(text_columns)
     shards = plan_shards(files, shard_rows)
     if not shards:
         raise JobInputError(f"{input_path}: no rows.")
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_folder(output_dir, files)
     check_manifest(out, {
         "kind": kind, "inputs": file_fingerprints(files), "shard_rows": shard_rows, "columns": columns,
         "model": _model_identity(model, model_kwargs),
@@ -285,7 +293,7 @@ def _run_job(
                 _check_worker_fits(ray, num_cpus_per_worker, num_gpus_per_worker)
             worker_kwargs = {
                 "model": model, "model_kwargs": dict(model_kwargs or {}), "output_dir": str(out.resolve()),
-                "columns": columns, "id_column": id_column, "id_type": _id_type(schema, id_column),
+                "columns": columns, "id_column": id_column, "id_type": id_type,
                 "num_threads": max(1, int(num_cpus_per_worker)) if not num_gpus_per_worker else None,
                 "options": options,
             }
@@ -296,6 +304,25 @@ def _run_job(
             if owns_ray:
                 ray.shutdown()
     return _collect(out, shards, len(shards) - len(pending), time.perf_counter() - started)
+
+
+def _output_folder(output_dir: str | os.PathLike[str], files: list[Path]) -> Path:
+    """``output_dir``, created when missing.
+
+    Raises:
+        JobInputError: it is a file, cannot be created, or holds input files (reading the folder would mix them
+            with the parts, and a folder input would take the parts for inputs on the next run).
+    """
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise JobInputError(f"{out}: the output folder is a file; name a folder for the results.")
+    if any(file.resolve().parent == out.resolve() for file in files):
+        raise JobInputError(f"{out}: the output folder holds the input; use a folder of its own for the results.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JobInputError(f"{out}: cannot create the output folder ({exc.strerror or exc}).") from None
+    return out
 
 
 # Load options that choose where and how fast the model runs, not what it outputs: a resume may change them (a job
@@ -339,13 +366,39 @@ def _check_worker_fits(ray: Any, num_cpus_per_worker: float, num_gpus_per_worker
                                 "or join a cluster that has them (address).")
 
 
-def _id_type(schema: pa.Schema, id_column: str | None) -> pa.DataType | None:
-    """The Arrow type every shard writes its ids with, so the parts form one table (None: let Arrow infer)."""
-    if id_column is None:
-        return None
-    id_type = schema.field(id_column).type
-    # A null id on a JSONL file's first line says nothing about the type of the others.
-    return None if pa.types.is_null(id_type) else id_type
+def _id_type(schemas: list[tuple[Path, pa.Schema]], id_column: str) -> pa.DataType | None:
+    """The Arrow type every shard writes its ids with, so the parts read back as one table with the ids as given:
+    that of the first id value in the input (None when every id is null).
+
+    A JSONL file's schema holds the type of the column's first non-null value in its first lines; when those are
+    all null, the file is read on until one is found (else a later shard would guess the type on its own).
+
+    Raises:
+        JobInputError: two files hold ids of different types (integers and strings, say).
+    """
+    found: tuple[Path, pa.DataType] | None = None
+    for file, schema in schemas:
+        id_type = schema.field(id_column).type
+        if pa.types.is_null(id_type):
+            if found is not None:  # the type is known: this file's rows are checked one by one by the workers
+                continue
+            id_type = first_value_type(file, id_column)
+            if pa.types.is_null(id_type):
+                continue
+        if found is None:
+            found = (file, id_type)
+        elif not _same_kind(found[1], id_type):
+            raise JobInputError(f"{file}: column {id_column!r} holds {id_type} ids, but those of {found[0]} are "
+                                f"{found[1]}; use one type for every id.")
+    return found[1] if found else None
+
+
+def _same_kind(first: pa.DataType, other: pa.DataType) -> bool:
+    """Whether ids of type ``other`` can be written as ``first`` without changing their kind."""
+    # A dictionary-encoded column (pandas' categorical) holds values of its value type.
+    first, other = (t.value_type if pa.types.is_dictionary(t) else t for t in (first, other))
+    kinds = (pa.types.is_integer, lambda t: pa.types.is_string(t) or pa.types.is_large_string(t))
+    return first == other or any(kind(first) and kind(other) for kind in kinds)
 
 
 @contextlib.contextmanager
@@ -445,7 +498,9 @@ def _collect(out: Path, shards: list[Shard], skipped: int, seconds: float) -> Jo
     errors = out / ERRORS_FILE
     if bad_rows:
         write_atomic(errors, lambda tmp: tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in bad_rows)))
-        shown = ", ".join(str(r.get("id", r["row"])) for r in bad_rows[:10])
+        # Escaped: an id may hold a lone surrogate, which a UTF-8 log file cannot take.
+        shown = ", ".join(str(r.get("id", r["row"])).encode("utf-8", "backslashreplace").decode()
+                          for r in bad_rows[:10])
         logger.warning("%d row(s) could not be processed (ids/rows: %s%s); listed in %s.",
                        len(bad_rows), shown, ", ..." if len(bad_rows) > 10 else "", errors)
     else:

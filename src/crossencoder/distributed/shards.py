@@ -89,14 +89,17 @@ SCHEMA_SAMPLE_LINES = 1000
 
 
 def input_schema(path: Path) -> pa.Schema:
-    """Arrow schema of a Parquet file, or the one Arrow infers from the objects of a JSONL file's first
-    :data:`SCHEMA_SAMPLE_LINES` non-blank lines (so one line without a field does not hide it from the job).
+    """Arrow schema of a Parquet file (empty when it has no rows), or the one Arrow infers from the objects of a
+    JSONL file's first :data:`SCHEMA_SAMPLE_LINES` non-blank lines (so one line without a field does not hide it
+    from the job).
 
     Raises:
         JobInputError: the first non-blank JSONL line is not a JSON object.
     """
     if _format(path) == "parquet":
-        return pq.ParquetFile(path).schema_arrow
+        parquet = pq.ParquetFile(path)
+        # Like an empty JSONL file: no rows say nothing about the job's columns (nor its ids' type).
+        return parquet.schema_arrow if parquet.metadata.num_rows else pa.schema([])
     objects: list[dict[str, Any]] = []
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, start=1):
@@ -117,13 +120,37 @@ def input_schema(path: Path) -> pa.Schema:
     types: dict[str, pa.DataType] = {}
     for obj in objects:
         for name, value in obj.items():
-            if pa.types.is_null(types.get(name, pa.null())) and value is not None:
-                try:
-                    types[name] = pa.array([value]).type
-                except (pa.ArrowInvalid, pa.ArrowTypeError):
-                    types[name] = pa.null()
-            types.setdefault(name, pa.null())
+            if pa.types.is_null(types.get(name, pa.null())):
+                types[name] = _value_type(value)
     return pa.schema([pa.field(name, kind) for name, kind in types.items()])
+
+
+def first_value_type(path: Path, column: str) -> pa.DataType:
+    """Arrow type of the first non-null ``column`` value anywhere in a JSONL file (``pa.null()`` when there is
+    none), for a column whose values are all null in the lines :func:`input_schema` sampled.
+
+    Reads the whole file in the worst case: only called for such a column. For a Parquet file, the column's type.
+    """
+    if _format(path) == "parquet":
+        return pq.ParquetFile(path).schema_arrow.field(column).type
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            obj, problem = _parse_line(line)
+            if not problem and isinstance(obj, dict) and obj.get(column) is not None:
+                return _value_type(obj[column])
+    return pa.null()
+
+
+def _value_type(value: Any) -> pa.DataType:
+    """The Arrow type of one JSON value; ``pa.null()`` for None or a value Arrow cannot type (an int over 64 bits)."""
+    if value is None:
+        return pa.null()
+    try:
+        return pa.array([value]).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.null()
 
 
 def plan_shards(files: list[Path], shard_rows: int) -> list[Shard]:
@@ -208,9 +235,16 @@ def _parse_line(line: bytes) -> tuple[Any, str | None]:
         return None, f"invalid JSON ({exc.msg})"
 
 
+# Rows decoded at a time from a Parquet file: a shard's memory is bounded by this, not by the file's row groups
+# (pyarrow and pandas write up to a million rows per group by default).
+PARQUET_BATCH_ROWS = 4096
+
+
 def _read_parquet_rows(path: Path, start: int, stop: int, columns: list[str]) -> pa.Table:
-    """Rows ``[start, stop)`` of a Parquet file, reading only the row groups that overlap them."""
-    parquet = pq.ParquetFile(path)
+    """Rows ``[start, stop)`` of a Parquet file, streamed from the row groups that overlap them in batches of
+    :data:`PARQUET_BATCH_ROWS` rows (the rows of a group before ``start`` are decoded and dropped)."""
+    # Pages streamed through a small buffer rather than whole column chunks held in memory.
+    parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     groups, group_start, skip = [], 0, 0
     for i in range(parquet.metadata.num_row_groups):
         group_stop = group_start + parquet.metadata.row_group(i).num_rows
@@ -219,8 +253,19 @@ def _read_parquet_rows(path: Path, start: int, stop: int, columns: list[str]) ->
                 skip = start - group_start
             groups.append(i)
         group_start = group_stop
-    table = parquet.read_row_groups(groups, columns=columns)
-    return table.slice(skip, stop - start)
+    wanted, batches = stop - start, []
+    for batch in parquet.iter_batches(PARQUET_BATCH_ROWS, row_groups=groups, columns=columns, use_threads=False):
+        if skip >= batch.num_rows:
+            skip -= batch.num_rows
+            continue
+        batch = batch.slice(skip, wanted)
+        skip, wanted = 0, wanted - batch.num_rows
+        batches.append(batch)
+        if not wanted:
+            break
+    if batches:
+        return pa.Table.from_batches(batches)
+    return parquet.schema_arrow.empty_table().select(columns)
 
 
 def is_done(output_dir: Path, shard: Shard) -> bool:
@@ -255,7 +300,7 @@ def check_manifest(output_dir: Path, manifest: dict[str, Any]) -> None:
     load, say) is replaced, with the part files it left unfinished.
 
     Raises:
-        JobInputError: ``output_dir`` holds finished shards of a different job.
+        JobInputError: ``output_dir`` holds finished shards of a different job, or part files without a record.
     """
     path = output_dir / MANIFEST
     if path.is_file():
@@ -274,6 +319,11 @@ def check_manifest(output_dir: Path, manifest: dict[str, Any]) -> None:
         # Unfinished parts of the old job may be shards the new one does not have: pandas would read them.
         for part in output_dir.glob("part-*.parquet"):
             part.unlink()
+    elif any(output_dir.glob("part-*.parquet")) or any((output_dir / MARKERS).glob("part-*.json")):
+        # Not written by a job (the record comes first): another tool's parts, or a job whose record was deleted,
+        # whose finished shards would be taken for this job's.
+        raise JobInputError(f"{output_dir} holds part files but no {MANIFEST} (not a job's output, or its record "
+                            "was deleted); use a new output folder.")
     write_atomic(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
 
 

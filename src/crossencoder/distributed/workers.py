@@ -2,8 +2,9 @@
 
 A call receives a batch of shard descriptors (JSON strings), reads each shard from the input, scores its valid
 rows, writes the shard's Parquet file and completion marker, and returns one summary row per shard. Rows with
-missing or empty text are not scored; they are listed (row number, id, reason) in the marker so the driver can
-report them. Nothing here imports ray: Ray Data instantiates these classes inside its actors.
+missing or empty text, or an id that cannot be written as given, are not scored; they are listed (row number, id,
+reason) in the marker so the driver can report them. Nothing here imports ray: Ray Data instantiates these classes
+inside its actors.
 """
 
 from __future__ import annotations
@@ -36,30 +37,39 @@ def _load_model(model: Any, model_kwargs: dict[str, Any], num_threads: int | Non
     return model() if callable(model) else CrossEncoder(model, **model_kwargs)
 
 
-def _text_problem(value: Any) -> str | None:
-    """Why ``value`` cannot be scored as a text, or None when it can."""
+def _text_problem(value: Any, name: str) -> str | None:
+    """Why ``value`` (of column ``name``) cannot be scored as a text, or None when it can."""
     if value is None:
-        return "missing"
+        return f"{name}: missing"
     if not isinstance(value, str):
-        return f"not a string ({type(value).__name__})"
+        return f"{name}: not a string ({type(value).__name__})"
     if not value.strip():
-        return "empty"
-    if unicode_problem(value, "text"):  # a JSON "\ud800" escape: the tokenizer would fail the whole shard on it
-        return "not valid Unicode (lone surrogate)"
-    return None
+        return f"{name}: empty"
+    # A JSON "\ud800" escape: the tokenizer would fail the whole shard on it.
+    return unicode_problem(value, name)
 
 
-def _id_array(values: list[Any], id_type: pa.DataType | None) -> pa.Array:
-    if id_type is not None and pa.types.is_integer(id_type):
-        # Arrow would truncate a float id (3.5 -> 3) into the integer column, so ids could collide.
-        odd = next((v for v in values if v is not None and (isinstance(v, bool) or not isinstance(v, int))), None)
-        if odd is not None:
-            raise JobInputError(f"the id column mixes value types (integer ids and {odd!r}); use one type for "
-                                "every id.")
+def _id_problem(value: Any, name: str, id_type: pa.DataType) -> str | None:
+    """Why ``value`` (of id column ``name``) cannot be written as an id of ``id_type``, or None when it can.
+
+    Each id must keep its value and kind: a null would turn a column of integer ids into floats in pandas, and
+    Arrow would truncate a float into an integer column (3.5 -> 3) or refuse a string there.
+    """
+    if value is None:
+        return f"{name}: missing"
+    values_type = id_type.value_type if pa.types.is_dictionary(id_type) else id_type  # pandas' categorical
+    strings = pa.types.is_string(values_type) or pa.types.is_large_string(values_type)
+    if strings and isinstance(value, str):
+        return unicode_problem(value, name)  # a JSON "\ud800" escape: no Parquet file can hold it
+    if strings:
+        return f"{name}: not a string like the other ids ({type(value).__name__})"
+    if pa.types.is_integer(values_type) and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"{name}: not an integer like the other ids ({type(value).__name__})"
     try:
-        return pa.array(values, type=id_type)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
-        raise JobInputError(f"the id column mixes value types ({exc}); use one type for every id.") from None
+        pa.scalar(value, type=id_type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+        return f"{name}: {value!r} does not fit the ids' type ({id_type})"
+    return None
 
 
 class _ShardWorker:
@@ -90,6 +100,8 @@ class _ShardWorker:
             shard = Shard(**json.loads(descriptor))
             started = time.perf_counter()
             rows, bad = read_shard(shard, self.columns)
+            if self.id_column:
+                rows = self._drop_bad_ids(rows, bad)
             table, bad_rows = self.process(rows)
             bad = sorted(bad + bad_rows, key=lambda r: r["row"])
             marker = {"rows": table.num_rows, "bad": bad, "seconds": round(time.perf_counter() - started, 3)}
@@ -103,11 +115,22 @@ class _ShardWorker:
             record["id"] = row.get(self.id_column)
         return record
 
+    def _drop_bad_ids(self, rows: list[dict[str, Any]], bad: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows whose id can be written as given; a record of each other row is appended to ``bad``."""
+        kept = []
+        for row in rows:
+            problem = _id_problem(row[self.id_column], self.id_column, self.id_type)
+            if problem:
+                bad.append(self._bad(row, problem))
+            else:
+                kept.append(row)
+        return kept
+
     def _ids(self, rows: list[dict[str, Any]]) -> dict[str, pa.Array]:
         """The ``id`` (when the input has one) and ``row`` columns of the output."""
         columns = {"row": pa.array([r["row"] for r in rows], type=pa.int64())}
         if self.id_column:
-            columns = {"id": _id_array([r[self.id_column] for r in rows], self.id_type), **columns}
+            columns = {"id": pa.array([r[self.id_column] for r in rows], type=self.id_type), **columns}
         return columns
 
     def process(self, rows: list[dict[str, Any]]) -> tuple[pa.Table, list[dict[str, Any]]]:
@@ -122,9 +145,7 @@ class ScoreWorker(_ShardWorker):
         first, second = self.options["text_columns"]
         good, bad = [], []
         for row in rows:
-            problem = next(
-                (f"{column}: {p}" for column in (first, second) if (p := _text_problem(row[column]))), None
-            )
+            problem = _text_problem(row[first], first) or _text_problem(row[second], second)
             if problem:
                 bad.append(self._bad(row, problem))
             else:
@@ -181,9 +202,9 @@ class RankWorker(_ShardWorker):
 
 def _candidates_problem(query: Any, candidates: Any) -> str | None:
     """Why a (query, candidates) row cannot be ranked, or None when it can."""
-    problem = _text_problem(query)
+    problem = _text_problem(query, "query")
     if problem:
-        return f"query: {problem}"
+        return problem
     if candidates is None:
         return "candidates: missing"
     if not isinstance(candidates, (list, tuple, np.ndarray)):
@@ -191,7 +212,7 @@ def _candidates_problem(query: Any, candidates: Any) -> str | None:
     if len(candidates) == 0:
         return "candidates: empty list"
     for i, text in enumerate(candidates):
-        problem = _text_problem(text)
+        problem = _text_problem(text, f"candidates[{i}]")
         if problem:
-            return f"candidates[{i}]: {problem}"
+            return problem
     return None
