@@ -5,12 +5,22 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import math
 import os
 import socket
 
 from crossencoder.cli.common import InputError, add_model_arguments, load_model
 
 API_KEY_ENV = "CROSSENCODER_API_KEY"
+
+# The option of each ServerSettings field that `serve` sets (the others keep their defaults).
+SETTING_FLAGS = {
+    "served_model_name": "--served-model-name", "max_documents": "--max-documents",
+    "max_document_chars": "--max-document-chars", "max_body_bytes": "--max-body-bytes",
+    "request_timeout": "--request-timeout", "max_queue": "--max-queue", "max_connections": "--max-connections",
+    "max_batch_pairs": "--max-batch-pairs", "max_wait_ms": "--max-wait-ms", "batch_size": "--batch-size",
+    "max_batch_tokens": "--max-batch-tokens", "cors_origins": "--cors-origin", "score_activation": "--scores",
+}
 
 EPILOG = """\
 examples:
@@ -55,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     limits.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
                         help="request body size, 413 above (default 8 MiB)")
     limits.add_argument("--request-timeout", type=float, default=60.0,
-                        help="seconds a request may wait for its scores, 504 after (default 60)")
+                        help="seconds a request may wait for its scores, 504 after; also the time a client "
+                             "may take to send its body, 408 after (default 60)")
     limits.add_argument("--max-queue", type=int, default=128,
                         help="requests waiting for the model, 429 when full (default 128)")
     limits.add_argument("--max-connections", type=int, default=256,
@@ -77,7 +88,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from crossencoder.server import ServerSettings, create_app
+        from crossencoder.server import ServerSettings, SettingsError, create_app
     except ImportError as exc:
         raise InputError(f"crossencoder serve needs the server extra ({exc.name} is missing): "
                          "pip install 'crossencoder[server]'") from None
@@ -87,14 +98,22 @@ def run_serve(args: argparse.Namespace) -> int:
     if not args.host.strip():
         raise InputError("--host is empty: use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface).")
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
-    settings = ServerSettings(
-        served_model_name=args.served_model_name or args.model, api_key=api_key,
-        max_documents=args.max_documents, max_document_chars=args.max_document_chars,
-        max_body_bytes=args.max_body_bytes, request_timeout=args.request_timeout, max_queue=args.max_queue,
-        max_connections=args.max_connections, max_batch_pairs=args.max_batch_pairs, max_wait_ms=args.max_wait_ms,
-        batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, cors_origins=tuple(args.cors_origin),
-        score_activation=args.scores,
-    )
+    try:
+        settings = ServerSettings(
+            served_model_name=args.served_model_name or args.model, api_key=api_key,
+            max_documents=args.max_documents, max_document_chars=args.max_document_chars,
+            max_body_bytes=args.max_body_bytes, request_timeout=args.request_timeout, max_queue=args.max_queue,
+            max_connections=args.max_connections, max_batch_pairs=args.max_batch_pairs,
+            max_wait_ms=args.max_wait_ms, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+            cors_origins=tuple(args.cors_origin), score_activation=args.scores,
+        )
+    except SettingsError as exc:
+        # Name what the user typed, not the Python field behind it.
+        if exc.field == "api_key":
+            source = "--api-key" if args.api_key is not None else f"the environment variable {API_KEY_ENV}"
+        else:
+            source = SETTING_FLAGS.get(exc.field, exc.field)
+        raise InputError(f"{source} {exc.problem}") from None
     log = logging.getLogger("crossencoder.serve")
     if not api_key and not _is_loopback(args.host):
         log.warning("Serving on %s without an API key: anyone who can reach this address can use the model. "
@@ -109,8 +128,9 @@ def run_serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level,
         limit_concurrency=2 * settings.max_connections,
-        # Let in-flight requests finish on SIGTERM/Ctrl-C, but never hang longer than one request may take.
-        timeout_graceful_shutdown=int(settings.request_timeout) + 5, server_header=False,
+        # Let in-flight requests finish on SIGTERM/Ctrl-C, but never hang longer than one request may take: up to
+        # request_timeout to send its body, then up to request_timeout for its scores.
+        timeout_graceful_shutdown=math.ceil(2 * settings.request_timeout) + 5, server_header=False,
     )
     server = uvicorn.Server(config)
     server.run()

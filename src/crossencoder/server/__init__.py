@@ -5,6 +5,6 @@ Start it with ``crossencoder serve --model M`` or build the ASGI app yourself wi
 
 from crossencoder.server.app import create_app
 from crossencoder.server.batcher import MicroBatcher, QueueFullError, ShuttingDownError
-from crossencoder.server.settings import ServerSettings
+from crossencoder.server.settings import ServerSettings, SettingsError
 
-__all__ = ["MicroBatcher", "QueueFullError", "ServerSettings", "ShuttingDownError", "create_app"]
+__all__ = ["MicroBatcher", "QueueFullError", "ServerSettings", "SettingsError", "ShuttingDownError", "create_app"]

@@ -11,10 +11,11 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -59,10 +60,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in {
         400: "Malformed JSON, or a rerank call on a classifier.",
         401: "Missing or wrong API key.",
+        408: "The body was not received within the request timeout.",
         413: "Body, document count or document length over the limit.",
         415: "The body is not sent as JSON (`Content-Type: application/json`).",
         422: "Wrong types, empty query, empty document list.",
         429: "Queue full; retry after `Retry-After` seconds.",
+        500: "The model failed, or produced scores that are not finite numbers (`non_finite_scores`).",
         503: "Too many requests in flight, or shutting down; retry after `Retry-After` seconds.",
         504: "Not scored within the request timeout.",
     }.items()
@@ -130,6 +133,12 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
     app.state.settings = settings
     app.state.batcher = batcher
     app.state.metrics = metrics
+    # ApiKeyMiddleware checks the key (in constant time, before the body is read); this dependency only declares
+    # the scheme in OpenAPI, so /docs offers "Authorize" and sends the key. It never refuses by itself.
+    bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey",
+                        description="The server's API key (`--api-key` or CROSSENCODER_API_KEY), sent as "
+                                    "`Authorization: Bearer <key>`.")
+    protected = [Security(bearer)] if settings.api_key else []
 
     # ------------------------------------------------------------------ helpers
     def check_texts(texts: list[str], n_items: int, what: str, name_of: Callable[[int], str]) -> None:
@@ -167,6 +176,24 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
             return torch.sigmoid(logits)
         return model.activation_fn(logits) if model.activation_fn is not None else logits
 
+    def require_finite(logits: torch.Tensor, scores: torch.Tensor, what: str, name_of: Callable[[int], str]) -> None:
+        """500 ``non_finite_scores`` when a row of ``logits`` ``[n, num_labels]`` or of the ``scores`` made of them
+        holds NaN or infinity (``what``: the rows' plural name; ``name_of(i)`` names row ``i`` as the request did).
+
+        JSON has no such numbers (they would go out as ``null``, a ``None`` where clients such as the Cohere SDK
+        promise a float), and a ranking built on them is meaningless: the model overflowed, typically in float16.
+        """
+        finite = torch.isfinite(logits).all(dim=1) & torch.isfinite(scores.reshape(len(logits), -1)).all(dim=1)
+        if bool(finite.all()):
+            return
+        bad = (~finite).nonzero().flatten().tolist()
+        logger.error("The model produced non-finite scores (NaN or infinity) for %d of %d %s (first: %s); a "
+                     "numeric overflow, e.g. float16 weights: try --dtype float32", len(bad), len(logits), what,
+                     name_of(bad[0]))
+        raise ApiError(500, f"the model produced scores that are not finite numbers (NaN or infinity) for "
+                            f"{len(bad)} of {len(logits)} {what}, first {name_of(bad[0])}; the server's model "
+                            "overflowed (logged for its operator)", "non_finite_scores")
+
     async def rerank_scores(
         query: str, texts: list[str], raw: bool, field: str = "documents"
     ) -> tuple[list[tuple[int, float]], dict[str, int]]:
@@ -176,14 +203,16 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
                                 "1-label model: use POST /predict", "validation")
         check_texts([query, *texts], len(texts), field, lambda i: f"{field}[{i - 1}]" if i else "the query")
         scored = await logits_for([(query, text) for text in texts])
-        scores = activate(scored.logits, raw)[:, 0].tolist()
-        # Best first; equal scores keep input order and NaN goes last, exactly like CrossEncoder.rank().
+        activated = activate(scored.logits, raw)
+        require_finite(scored.logits, activated, field, lambda i: f"{field}[{i}]")
+        scores = activated[:, 0].tolist()
+        # Best first; equal scores keep input order, exactly like CrossEncoder.rank().
         ranked = [(i, scores[i]) for i in best_first(scores)]
         return ranked, {"prompt_tokens": scored.tokens, "total_tokens": scored.tokens}
 
     # ------------------------------------------------------------------ scoring endpoints
     @app.post("/rerank", response_model=list[TEIRerankResult] | InfinityRerankResponse,
-              response_model_exclude_none=True, responses=_ERRORS, tags=["rerank"],
+              response_model_exclude_none=True, responses=_ERRORS, tags=["rerank"], dependencies=protected,
               summary="Rerank (Hugging Face TEI schema; infinity's when sent `documents`)")
     async def rerank_tei(body: RerankRequest) -> Any:
         if isinstance(body, InfinityRerankRequest):
@@ -218,17 +247,17 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
         }
 
     @app.post("/v1/rerank", response_model=CohereRerankResponse, response_model_exclude_none=True,
-              responses=_ERRORS, tags=["rerank"], summary="Rerank (Cohere v1 / Jina schema)")
+              responses=_ERRORS, tags=["rerank"], dependencies=protected, summary="Rerank (Cohere v1 / Jina schema)")
     async def rerank_v1(body: CohereRerankRequest) -> dict[str, Any]:
         return await rerank_cohere(body, "1")
 
     @app.post("/v2/rerank", response_model=CohereRerankResponse, response_model_exclude_none=True,
-              responses=_ERRORS, tags=["rerank"], summary="Rerank (Cohere v2 schema)")
+              responses=_ERRORS, tags=["rerank"], dependencies=protected, summary="Rerank (Cohere v2 schema)")
     async def rerank_v2(body: CohereRerankRequest) -> dict[str, Any]:
         return await rerank_cohere(body, "2")
 
     @app.post("/predict", response_model=PredictResponse | list[TEIPrediction] | list[list[TEIPrediction]],
-              response_model_exclude_none=True, responses=_ERRORS, tags=["predict"],
+              response_model_exclude_none=True, responses=_ERRORS, tags=["predict"], dependencies=protected,
               summary="Score or classify sentence pairs (this server's `pairs` or TEI's `inputs`)")
     async def predict(body: PredictRequest) -> Any:
         pairs = body.pair_list()
@@ -239,6 +268,7 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
         scores = activate(logits, body.raw_scores)
         if model.num_labels > 1 and not body.raw_scores:
             scores = torch.softmax(scores, dim=1)
+        require_finite(logits, scores, "pairs", body.pair_name)
         names = [model.id2label.get(i, str(i)) for i in range(model.num_labels)]
         rows = scores.tolist()
         if body.inputs is not None:
@@ -257,6 +287,7 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.head("/ready", include_in_schema=False)
     @app.get("/ready", tags=["ops"], summary="Readiness: the model is loaded and work is accepted",
              responses={503: {"model": ErrorResponse, "description": "Not started or shutting down."}})
     async def ready() -> Any:
@@ -264,7 +295,7 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
             raise ApiError(503, "not ready: the model worker is not running", "unavailable", retry)
         return {"status": "ready"}
 
-    @app.get("/info", response_model=InfoResponse, tags=["ops"], summary="Model and limits")
+    @app.get("/info", response_model=InfoResponse, tags=["ops"], dependencies=protected, summary="Model and limits")
     async def info() -> dict[str, Any]:
         return {
             "model": settings.served_model_name,
@@ -282,7 +313,7 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
             },
         }
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    @app.get("/metrics", tags=["ops"], dependencies=protected, summary="Prometheus metrics")
     async def prometheus_metrics() -> Response:
         metrics.queue_depth.set(batcher.queue_depth)
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -332,7 +363,7 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
     # overload refusals included (so a browser can read their Retry-After); overload is refused before any other
     # work; auth runs before the body is read. Any request header is allowed (SDKs add their own, e.g. Cohere's
     # X-Client-Name): the origin list and the API key are what guard the server.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.request_timeout)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
     app.add_middleware(ConcurrencyLimitMiddleware, max_requests=settings.max_connections,

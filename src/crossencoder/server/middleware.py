@@ -151,15 +151,18 @@ class BodyLimitMiddleware:
     """Reject bodies over ``max_bytes`` with 413 before they are parsed, and stop work for clients that left.
 
     A declared ``Content-Length`` over the limit is rejected without reading the body; otherwise the body is read
-    (at most ``max_bytes`` are buffered, so chunked uploads cannot grow memory) and handed on to the app. While the
-    app works, the connection is watched: a client that disconnects before its answer starts has its handling
-    cancelled (a request still queued for the model is dropped). Both disconnects are counted with nginx's status
-    499 (client closed request), not as server errors.
+    (at most ``max_bytes`` are buffered, so chunked uploads cannot grow memory) and handed on to the app. A body
+    not complete within ``timeout`` seconds is answered 408: a client that stalls mid-upload (or sends a slow
+    trickle) would otherwise hold one of the in-flight request slots forever. While the app works, the connection
+    is watched: a client that disconnects before its answer starts has its handling cancelled (a request still
+    queued for the model is dropped). Both disconnects are counted with nginx's status 499 (client closed
+    request), not as server errors.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -170,22 +173,18 @@ class BodyLimitMiddleware:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await send_error(scope, send, 413, too_large, "payload_too_large")
             return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                await _client_left(scope, send)
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await send_error(scope, send, 413, too_large, "payload_too_large")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            body = await asyncio.wait_for(self._read_body(receive), self.timeout)
+        except asyncio.TimeoutError:  # not the builtin on Python 3.10
+            await send_error(scope, send, 408, f"the request body was not received within {self.timeout:g} s",
+                             "timeout", {"Connection": "close"})
+            return
+        except _ClientLeft:
+            await _client_left(scope, send)
+            return
+        except _TooLarge:
+            await send_error(scope, send, 413, too_large, "payload_too_large")
+            return
         replayed = False
         answering = False
 
@@ -216,6 +215,35 @@ class BodyLimitMiddleware:
         finally:
             left.cancel()
             handling.cancel()
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        """The whole body (buffering at most ``max_bytes``).
+
+        Raises:
+            _TooLarge: the body grows over ``max_bytes``.
+            _ClientLeft: the client disconnected before sending it all.
+        """
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientLeft
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+class _TooLarge(Exception):
+    """The request body grew over the limit while being read."""
+
+
+class _ClientLeft(Exception):
+    """The client disconnected while its body was being read."""
 
 
 async def _disconnect(receive: Receive) -> None:

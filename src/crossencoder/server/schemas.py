@@ -24,7 +24,8 @@ class ErrorResponse(BaseModel):
 
     error: str = Field(description="What went wrong, for humans.")
     error_type: str = Field(description="Machine-readable kind: validation, malformed_json, payload_too_large, "
-                                        "unauthorized, overloaded, timeout, unavailable, not_found, internal.")
+                                        "unsupported_media_type, unauthorized, overloaded, timeout, unavailable, "
+                                        "not_found, non_finite_scores, internal.")
     detail: str = Field(description="The same text as `error`, under the name FastAPI-based servers (Jina, "
                                     "infinity) use and their clients read.")
 
@@ -84,9 +85,12 @@ class CohereRerankRequest(_Request):
             if _depth(doc) > MAX_DOCUMENT_DEPTH:
                 raise ValueError(f"documents[{i}] nests deeper than {MAX_DOCUMENT_DEPTH} levels")
             try:  # JSON allows escaped lone surrogates ("\ud800"), which no UTF-8 answer can echo back
-                json.dumps(doc, ensure_ascii=False).encode()
+                json.dumps(doc, ensure_ascii=False, allow_nan=False).encode()
             except UnicodeEncodeError:
                 raise ValueError(f"documents[{i}] is not valid Unicode: it holds a lone surrogate") from None
+            except ValueError:
+                # Python's parser takes NaN / Infinity, which are not JSON: echoed back, they would turn into null.
+                raise ValueError(f"documents[{i}] holds NaN or Infinity, which are not JSON numbers") from None
         return self
 
     def texts(self) -> list[str]:
@@ -218,6 +222,12 @@ class PredictRequest(_Request):
         if self.inputs is not None and not self.is_tei_batch:
             return f"inputs[{side}]"
         return f"{'pairs' if self.pairs is not None else 'inputs'}[{pair}][{side}]"
+
+    def pair_name(self, index: int) -> str:
+        """Where pair ``index`` sits in the request: ``pairs[3]``, ``inputs[3]``, or ``inputs`` for TEI's one pair."""
+        if self.inputs is not None and not self.is_tei_batch:
+            return "inputs"
+        return f"{'pairs' if self.pairs is not None else 'inputs'}[{index}]"
 
     def pair_list(self) -> list[tuple[str, str]]:
         """The pairs to score, from whichever field was sent."""

@@ -10,6 +10,21 @@ MAX_REQUEST_TIMEOUT = 3600.0
 MAX_WAIT_MS = 10_000.0
 
 
+class SettingsError(ValueError):
+    """A bad :class:`ServerSettings` value; ``field`` names the setting and ``problem`` says what is wrong with it,
+    so a front end (``crossencoder serve``) can name the option or environment variable the user typed instead.
+
+    Args:
+        field: The :class:`ServerSettings` field, e.g. ``"max_queue"``.
+        problem: What is wrong, without the name, e.g. ``"must be a positive integer, got 0."``.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+        self.problem = problem
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """Everything that shapes the server's behaviour besides the model itself.
@@ -21,11 +36,13 @@ class ServerSettings:
     Args:
         served_model_name: Model name reported in responses and ``/info``.
         api_key: If set, every endpoint except ``/health``, ``/ready`` and the API docs needs
-            ``Authorization: Bearer <api_key>`` (401 otherwise).
+            ``Authorization: Bearer <api_key>`` (401 otherwise); OpenAPI declares it, so ``/docs`` can send it.
+            It cannot have surrounding whitespace or control characters, which HTTP headers cannot carry.
         max_documents: Maximum documents (rerank) or pairs (predict) per request (413 above).
         max_document_chars: Maximum characters of a query or document (413 above).
         max_body_bytes: Maximum request body size; checked before the body is parsed (413 above).
-        request_timeout: Seconds a request may wait for its scores, queueing included (504 after).
+        request_timeout: Seconds a request may wait for its scores, queueing included (504 after), and seconds
+            a client may take to send its body (408 after).
         max_queue: Maximum requests waiting for the model (429 with ``Retry-After`` when full).
         max_connections: Maximum requests handled at once (503 with ``Retry-After`` above; probes and metrics
             are exempt). ``crossencoder serve`` also has uvicorn drop connections beyond twice this number.
@@ -58,20 +75,32 @@ class ServerSettings:
     score_activation: Literal["model", "sigmoid"] = "model"
 
     def __post_init__(self) -> None:
+        """Check every value.
+
+        Raises:
+            SettingsError: a value out of range (the error names its field).
+        """
         for name in ("max_documents", "max_document_chars", "max_body_bytes", "max_queue", "max_connections",
                      "max_batch_pairs", "batch_size", "retry_after"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+                raise SettingsError(name, f"must be a positive integer, got {value!r}.")
         if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
-            raise ValueError(f"max_batch_tokens must be a positive integer or None, got {self.max_batch_tokens!r}.")
+            raise SettingsError("max_batch_tokens",
+                                f"must be a positive integer or None, got {self.max_batch_tokens!r}.")
         # Bounded, not just positive: an infinite wait or timeout would hang requests and graceful shutdown.
         if not 0 < self.request_timeout <= MAX_REQUEST_TIMEOUT:
-            raise ValueError(f"request_timeout must be > 0 and at most {MAX_REQUEST_TIMEOUT} seconds, "
-                             f"got {self.request_timeout!r}.")
+            raise SettingsError("request_timeout", f"must be > 0 and at most {MAX_REQUEST_TIMEOUT:g} seconds, "
+                                                   f"got {self.request_timeout!r}.")
         if not 0 <= self.max_wait_ms <= MAX_WAIT_MS:
-            raise ValueError(f"max_wait_ms must be between 0 and {MAX_WAIT_MS}, got {self.max_wait_ms!r}.")
+            raise SettingsError("max_wait_ms", f"must be between 0 and {MAX_WAIT_MS:g}, got {self.max_wait_ms!r}.")
         if self.score_activation not in ("model", "sigmoid"):
-            raise ValueError(f"score_activation must be 'model' or 'sigmoid', got {self.score_activation!r}.")
-        if self.api_key is not None and not self.api_key:
-            raise ValueError("api_key must not be empty; leave it unset to disable authentication.")
+            raise SettingsError("score_activation", f"must be 'model' or 'sigmoid', got {self.score_activation!r}.")
+        if self.api_key is not None:
+            if not self.api_key:
+                raise SettingsError("api_key", "must not be empty; leave it unset to disable authentication.")
+            # HTTP strips the spaces around a header value and cannot carry control characters, so such a key
+            # (typically a secret file's trailing newline) could never match: every request would get 401.
+            if self.api_key != self.api_key.strip() or not self.api_key.isprintable():
+                raise SettingsError("api_key", "has leading or trailing whitespace or a control character (a "
+                                               "newline from a secret file?), which no HTTP client can send.")
