@@ -316,3 +316,14 @@ def test_an_eval_file_class_the_model_lacks_is_refused_before_training(tiny_mode
                        capsys)
     assert code == 1 and "dev.tsv: example 2: label 'maybe' is not one of the model's labels: no, yes" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_metric_for_best_model_is_refused_before_training(tiny_model_dir, tmp_path, capsys):
+    # It showed at the first evaluation, after an epoch of training.
+    train = write_tsv(tmp_path / "train.tsv", PAIRS)
+    code, _, err = run(["train", "-m", tiny_model_dir, "--train", train, "--eval", train, "--label-scale", 5,
+                        "-o", tmp_path / "run", "--metric-for-best-model", "accuracy"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert ("metric_for_best_model='accuracy' is not among the evaluator's metrics: pearson, spearman. Set "
+            "metric_for_best_model (CLI: --metric-for-best-model) to one of them") in err
+    assert not list((tmp_path / "run").glob("checkpoint-*"))

@@ -162,3 +162,50 @@ def test_reranking_evaluator_refuses_a_bad_cutoff_before_any_scoring():
         RerankingEvaluator([("q", "relevant", "other")], at_k=0)
     with pytest.raises(ValueError, match="recall_at must hold positive integers, got -5"):
         RerankingEvaluator([("q", "relevant", "other")], recall_at=(1, -5))
+
+
+BINARY = {("a", "b"): [2.0], ("c", "d"): [-0.5], ("e", "f"): [0.3]}
+NLI = {0: "contradiction", 1: "entailment", 2: "neutral"}
+
+
+@pytest.mark.parametrize("evaluator, model", [
+    (CorrelationEvaluator([("a", "b", 1.0), ("c", "d", 0.0), ("e", "f", 0.5)]), StubModel(BINARY)),
+    (CorrelationEvaluator([("a", "b", 1.0), ("c", "d", 0.0)], symmetric=True),
+     StubModel({**BINARY, ("b", "a"): [1.0], ("d", "c"): [0.0]})),
+    # Binary: a 1-label model, and a 2-label one; average precision needs both classes among the gold labels.
+    (ClassificationEvaluator([("a", "b", 1), ("c", "d", 0)]), StubModel(BINARY)),
+    (ClassificationEvaluator([("a", "b", 1), ("c", "d", 1)]), StubModel(BINARY)),
+    (ClassificationEvaluator([("a", "b", "yes"), ("c", "d", "NO")]),
+     StubModel({("a", "b"): [0.0, 1.0], ("c", "d"): [1.0, 0.0]}, id2label={0: "no", 1: "yes"})),
+    (ClassificationEvaluator([("a", "b", "entailment"), ("c", "d", "entailment")]),
+     StubModel({("a", "b"): [0.0, 1.0, 2.0], ("c", "d"): [1.0, 0.0, 0.0]}, id2label=NLI)),
+    (RerankingEvaluator([("q", "a", "b")]), StubModel({("q", "a"): [1.0], ("q", "b"): [0.0]})),
+    (RerankingEvaluator([("q", "a", "b")], at_k=3, recall_at=(2, 1, 2)),
+     StubModel({("q", "a"): [1.0], ("q", "b"): [0.0]})),
+], ids=["correlation", "correlation-symmetric", "binary-1-label", "binary-one-class", "binary-2-labels",
+        "3-classes", "reranking", "reranking-cutoffs"])
+def test_metric_names_are_the_keys_returned_and_need_no_scoring(evaluator, model):
+    # The trainer checks metric_for_best_model against these before the first step.
+    names = evaluator.metric_names(model)
+    assert model.calls == []
+    assert names == list(evaluator(model))
+
+
+def test_metric_names_follow_the_settings_that_change_them():
+    assert RerankingEvaluator([("q", "a", "b")], at_k=3, recall_at=(2, 1, 2)).metric_names(
+        StubModel({("q", "a"): [1.0]})) == ["mrr@3", "ndcg@3", "map", "recall@2", "recall@1"]
+    binary = ClassificationEvaluator([("a", "b", 1), ("c", "d", 0)])
+    assert binary.metric_names(StubModel(BINARY)) == ["accuracy", "macro_f1", "f1", "average_precision"]
+    three = StubModel({("a", "b"): [0.0, 1.0, 2.0]}, id2label=NLI)
+    assert binary.metric_names(three) == ["accuracy", "macro_f1"]
+
+
+def test_metric_names_refuse_a_model_the_evaluator_cannot_evaluate():
+    nli = StubModel({("a", "b"): [0.0, 1.0, 2.0]}, id2label=NLI)
+    with pytest.raises(ValueError, match=r"data\[1\]: label 'maybe' is not one of the model's labels"):
+        ClassificationEvaluator([("a", "b", "neutral"), ("a", "b", "maybe")]).metric_names(nli)
+    with pytest.raises(ValueError, match=r"data\[0\]: label 3 is outside 0..2"):
+        ClassificationEvaluator([("a", "b", 3)]).metric_names(nli)
+    with pytest.raises(ValueError, match="CorrelationEvaluator needs a 1-label model; this one has 3 labels"):
+        CorrelationEvaluator([("a", "b", 1.0), ("a", "b", 0.0)]).metric_names(nli)
+    assert nli.calls == []

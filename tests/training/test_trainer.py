@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from crossencoder import CrossEncoder
+from crossencoder.evaluation import ClassificationEvaluator, CorrelationEvaluator, RerankingEvaluator
 from crossencoder.training import BinaryCrossEntropyLoss, Trainer, TrainingArguments
 from crossencoder.training.checkpoint import CheckpointError, list_checkpoints
 
@@ -239,7 +240,10 @@ def test_a_failed_evaluation_keeps_the_steps_trained_before_it(tiny_model_dir, t
                     evaluator=lambda m: {"acc": 1.0}, args=args(tmp_path, metric_for_best_model="acc", num_epochs=1,
                                                                 save_steps=None))
     result = fixed.train()
-    assert result.global_step == 3 and result.best_step is None  # resumed at the end: nothing left to train
+    # Resumed at the end: nothing left to train, but the evaluation that failed is done, so the card has metrics.
+    assert (result.global_step, result.best_step, result.metrics) == (3, 3, {"acc": 1.0})
+    assert result.history[-1] == {"step": 3, "epoch": 0, "eval_acc": 1.0}
+    assert "| acc | 1.0000 |" in (result.model_path / "README.md").read_text()
     assert all(torch.equal(v, trained[k]) for k, v in weights(fixed.model).items())
 
 
@@ -497,3 +501,123 @@ def test_mnrl_with_batch_size_1_and_no_hard_negatives_is_refused_before_training
     with pytest.raises(ValueError, match="MultipleNegativesRankingLoss has no negative for any query.*batch_size 1"):
         Trainer(CrossEncoder(tiny_model_dir, device="cpu"), data, loss="mnrl", args=args(tmp_path, batch_size=1))
     assert not list_checkpoints(tmp_path)
+
+
+class FlakyEvaluator(ScriptedEvaluator):
+    """A scripted evaluator whose calls listed in ``fail_at`` raise, as a dev set on a full disk or a lost mount."""
+
+    def __init__(self, values, fail_at=()):
+        super().__init__(values)
+        self.fail_at = set(fail_at)
+
+    def __call__(self, model):
+        if self.calls in self.fail_at:
+            self.calls += 1
+            raise OSError("the dev set is gone")
+        return super().__call__(model)
+
+
+def test_a_resumed_run_redoes_the_evaluation_that_failed(tiny_model_dir, tmp_path):
+    settings = {"num_epochs": 3, "eval_steps": 1, "save_steps": None, "early_stopping_patience": 2}
+    with pytest.raises(OSError, match="the dev set is gone"):
+        Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", evaluator=FlakyEvaluator([0.5, None], fail_at=[1]),
+                args=args(tmp_path, **settings)).train()
+    assert list_checkpoints(tmp_path)[-1].name == "checkpoint-2"
+    evaluator = ScriptedEvaluator([0.4, 0.3, 0.9])
+    result = Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", evaluator=evaluator,
+                     args=args(tmp_path, **settings)).train()
+    # Step 2 is evaluated (0.4) before step 3 (0.3): two evaluations without improvement stop the run at step 3.
+    # Without the redo, steps 3 and 4 were those two and step 2 was never evaluated.
+    assert evaluator.calls == 2 and (result.global_step, result.best_step, result.best_metric) == (3, 1, 0.5)
+    assert [e["step"] for e in result.history if "eval_score" in e] == [1, 2, 3]
+    state = json.loads((tmp_path / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["pending_eval"] is None and state["bad_evals"] == 2
+
+
+def test_a_redone_evaluation_that_fails_again_stays_pending(tiny_model_dir, tmp_path):
+    settings = {"max_steps": 2, "eval_steps": 2}
+    for _ in range(2):
+        with pytest.raises(OSError, match="the dev set is gone"):
+            Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", evaluator=FlakyEvaluator([], fail_at=[0]),
+                    args=args(tmp_path, **settings)).train()
+    result = Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", evaluator=ScriptedEvaluator([0.7]),
+                     args=args(tmp_path, **settings)).train()
+    assert (result.global_step, result.best_step, result.metrics) == (2, 2, {"score": 0.7})
+
+
+@pytest.mark.parametrize("metric, listed", [
+    ("accuracy", "metric_for_best_model='accuracy' is not among the evaluator's metrics: pearson, spearman"),
+    ("ndcg@5", "metric_for_best_model='ndcg@5' is not among the evaluator's metrics: pearson, spearman"),
+])
+def test_an_unknown_metric_for_best_model_is_refused_before_the_first_step(metric, listed, tiny_model_dir,
+                                                                              tmp_path, monkeypatch):
+    evaluator = CorrelationEvaluator([(a, b, y) for a, b, y in DATA])
+    monkeypatch.setattr(Trainer, "_optimizer_step", lambda *a, **kw: pytest.fail("trained a step"))
+    trainer_args = args(tmp_path, metric_for_best_model=metric)
+    with pytest.raises(ValueError, match=listed + r"\. Set metric_for_best_model \(CLI: --metric-for-best-model\)"):
+        Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", evaluator=evaluator, args=trainer_args).train()
+    assert not list_checkpoints(tmp_path)
+
+
+def test_metric_for_best_model_may_carry_the_history_prefix(tiny_model_dir, tmp_path):
+    evaluator = CorrelationEvaluator([(a, b, y) for a, b, y in DATA])
+    trainer = Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", evaluator=evaluator,
+                      args=args(tmp_path, metric_for_best_model="eval_pearson", max_steps=1))
+    assert trainer.metric_name == "pearson"
+    result = trainer.train()
+    assert result.best_metric == result.metrics["pearson"] == result.history[-1]["eval_pearson"]
+    # A plain callable is checked when it first runs, with the same prefix rule.
+    plain = Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", evaluator=lambda m: {"acc": 0.25},
+                    args=args(tmp_path / "plain", metric_for_best_model="eval_acc", max_steps=1)).train()
+    assert plain.best_metric == 0.25
+
+
+def test_an_evaluator_that_does_not_fit_the_model_is_refused_before_the_first_step(tiny_model_dir,
+                                                                                    tiny_nli_model_dir, tmp_path):
+    nli = CrossEncoder(tiny_nli_model_dir, device="cpu")
+    data = [("a man eats", "someone eats", "entailment"), ("a man eats", "nobody eats", "contradiction")]
+    with pytest.raises(ValueError, match=r"The evaluator cannot evaluate this model: data\[1\]: label 'maybe' is "
+                                         r"not one of the model's labels: contradiction, entailment, neutral"):
+        Trainer(nli, data, loss="ce", evaluator=ClassificationEvaluator([*data[:1], ("a", "b", "maybe")]),
+                args=args(tmp_path))
+    # A primary_metric the evaluator reports only for binary models.
+    with pytest.raises(ValueError, match="The evaluator's primary_metric 'f1' is not among the evaluator's metrics: "
+                                         "accuracy, macro_f1. Set metric_for_best_model"):
+        Trainer(nli, data, loss="ce", evaluator=ClassificationEvaluator(data, primary_metric="f1"), args=args(tmp_path))
+    with pytest.raises(ValueError, match="RerankingEvaluator needs a 1-label model; this one has 3 labels"):
+        Trainer(nli, data, loss="ce", evaluator=RerankingEvaluator([("q", "a", "b")]), args=args(tmp_path))
+    assert not list_checkpoints(tmp_path)
+
+
+def test_resume_refuses_a_best_model_chosen_by_another_metric_or_direction(tiny_model_dir, tmp_path, monkeypatch):
+    original_step = Trainer._optimizer_step
+    done = {"steps": 0}
+
+    def crash_after_two(self, *a, **kw):
+        if done["steps"] == 2:
+            raise KeyboardInterrupt
+        done["steps"] += 1
+        return original_step(self, *a, **kw)
+
+    settings = {"max_steps": 4, "eval_steps": 1}
+    monkeypatch.setattr(Trainer, "_optimizer_step", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", evaluator=ScriptedEvaluator([0.9, 0.5]),
+                args=args(tmp_path, **settings)).train()
+    monkeypatch.undo()
+    # Best 0.9 at step 1 by "score", higher is better: a lower-is-better run would keep 0.9 as its best "loss".
+    model = CrossEncoder(tiny_model_dir)
+    before = weights(model)
+    with pytest.raises(ValueError, match=r"checkpoint-2: its best model \(step 1\) was chosen by score \(higher is "
+                                         r"better\), this run selects by score \(lower is better\)\. Rerun with "
+                                         r"metric_for_best_model='score' and greater_is_better=True"):
+        Trainer(model, DATA, loss="bce", evaluator=ScriptedEvaluator([0.1] * 4),
+                args=args(tmp_path, greater_is_better=False, **settings)).train()
+    assert all(torch.equal(v, before[k]) for k, v in weights(model).items())
+    with pytest.raises(ValueError, match=r"chosen by score \(higher is better\), this run selects by acc"):
+        Trainer(model, DATA, loss="bce", evaluator=lambda m: {"acc": 0.1},
+                args=args(tmp_path, metric_for_best_model="acc", **settings)).train()
+    # The same selection resumes; the eval_ prefix names the same metric.
+    result = Trainer(model, DATA, loss="bce", evaluator=ScriptedEvaluator([0.95, 0.1]),
+                     args=args(tmp_path, metric_for_best_model="eval_score", **settings)).train()
+    assert (result.global_step, result.best_step, result.best_metric) == (4, 3, 0.95)

@@ -111,7 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval", help="evaluate a model on a labelled data file",
         description="Score a data file and print metrics: Pearson/Spearman (scores), accuracy/F1/AP (classes), "
                     "MRR@10/NDCG@10/MAP/Recall (ranking).",
-        epilog="example:\n  crossencoder eval -m /work/models/stsb-minilm sts-dev.tsv --json",
+        epilog="example:\n  crossencoder eval -m runs/stsb/final sts-dev.tsv --json",
     )
     add_model_arguments(evaluate, default=None)
     evaluate.add_argument("file", help="data file (.jsonl, .json, .tsv, .csv)")
@@ -133,7 +133,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(calibrate, default=None)
     calibrate.add_argument("file", help="labelled pairs: text_a<TAB>text_b<TAB>0|1, or JSONL with a label")
     calibrate.add_argument("--method", choices=["platt", "temperature"], default="platt",
-                           help="platt: p = sigmoid(a * logit + b); temperature: b = 0 (keeps the ranking's ties)")
+                           help="platt: p = sigmoid(a * logit + b); temperature: b = 0 (keeps the decision threshold "
+                                "at logit 0)")
     calibrate.add_argument("--output", "-o", help="save the calibrated model to this folder instead of updating MODEL")
     calibrate.add_argument("--bins", type=int, default=15, help="ECE bins (default 15)")
     calibrate.add_argument("--header", action="store_true", help="the TSV/CSV file has a header row")
@@ -360,8 +361,6 @@ def run_train(args: argparse.Namespace) -> int:
     from transformers import set_seed
 
     from crossencoder import CrossEncoder
-    from crossencoder.evaluation import ClassificationEvaluator
-    from crossencoder.evaluation.evaluators import label_ids
     from crossencoder.training import Trainer, TrainingArguments
 
     set_seed(int(o["seed"]))  # a fresh head is initialised when the model loads
@@ -379,10 +378,8 @@ def run_train(args: argparse.Namespace) -> int:
         with _naming(o["eval"]):
             evaluator = _make_evaluator(_evaluation_task(task, eval_examples, o["task"]), eval_examples,
                                         name=Path(o["eval"]).name)
-            if isinstance(evaluator, ClassificationEvaluator):
-                # The evaluator maps its labels to the model's classes when it first runs, after an epoch of
-                # training: a class the model lacks must fail now, naming the file.
-                label_ids(evaluator.labels, model)
+            # The Trainer asks this too, but here a class the model lacks is named with the --eval file.
+            evaluator.metric_names(model)
     training_args = TrainingArguments(
         output_dir=o["output_dir"], num_epochs=o["epochs"], max_steps=o["max_steps"], batch_size=o["batch_size"],
         gradient_accumulation_steps=o["gradient_accumulation_steps"], learning_rate=float(o["learning_rate"]),

@@ -1,7 +1,9 @@
 """Evaluators: score a held-out set with a model and return a dict of metrics.
 
 Each evaluator is a callable ``evaluator(model) -> dict[str, float]`` with a ``primary_metric`` (what the trainer
-keeps the best checkpoint by unless told otherwise). Build one from the same tuples/dicts the trainer takes.
+keeps the best checkpoint by unless told otherwise) and a ``metric_names(model)`` method that says, without scoring,
+which keys the call returns for that model and refuses a model it cannot evaluate (the trainer calls it before the
+first step). Build one from the same tuples/dicts the trainer takes.
 """
 
 from __future__ import annotations
@@ -63,9 +65,18 @@ class CorrelationEvaluator:
         self.name, self.batch_size, self.show_progress_bar = name, batch_size, show_progress_bar
         self.symmetric = symmetric
 
-    def __call__(self, model: CrossEncoder) -> dict[str, float]:
+    def metric_names(self, model: CrossEncoder) -> list[str]:
+        """The keys ``self(model)`` returns, without scoring.
+
+        Raises:
+            ValueError: ``model`` has more than one label.
+        """
         if model.num_labels != 1:
-            raise ValueError("CorrelationEvaluator needs a 1-label model.")
+            raise ValueError(f"CorrelationEvaluator needs a 1-label model; this one has {model.num_labels} labels.")
+        return ["pearson", "spearman"]
+
+    def __call__(self, model: CrossEncoder) -> dict[str, float]:
+        self.metric_names(model)
         logits = _logits(model, self.pairs, self.batch_size, self.show_progress_bar, self.symmetric)[:, 0]
         return correlation_metrics(logits, self.scores)
 
@@ -100,6 +111,19 @@ class ClassificationEvaluator:
         self.labels = [x.label for x in examples]
         self.name, self.batch_size, self.show_progress_bar = name, batch_size, show_progress_bar
         self.primary_metric, self.symmetric = primary_metric, symmetric
+
+    def metric_names(self, model: CrossEncoder) -> list[str]:
+        """The keys ``self(model)`` returns, without scoring: ``accuracy`` and ``macro_f1``; for a binary model
+        (1 or 2 labels) also ``f1``, and ``average_precision`` when the gold labels hold both classes.
+
+        Raises:
+            ValueError: a label that is not one of ``model``'s classes (the message names ``data[i]``).
+        """
+        y_true = label_ids(self.labels, model)
+        if model.num_labels > 2:
+            return ["accuracy", "macro_f1"]
+        # classification_metrics leaves average precision out when the gold labels hold one class only.
+        return ["accuracy", "macro_f1", "f1"] + (["average_precision"] if len(set(y_true)) == 2 else [])
 
     def __call__(self, model: CrossEncoder) -> dict[str, float]:
         y_true = label_ids(self.labels, model)
@@ -181,9 +205,20 @@ class RerankingEvaluator:
         self.name, self.batch_size, self.show_progress_bar = name, batch_size, show_progress_bar
         self.primary_metric = f"ndcg@{at_k}"
 
-    def __call__(self, model: CrossEncoder) -> dict[str, float]:
+    def metric_names(self, model: CrossEncoder) -> list[str]:
+        """The keys ``self(model)`` returns, without scoring, e.g. ``mrr@10, ndcg@10, map, recall@1, recall@5``
+        (one ``recall@k`` per distinct cut-off).
+
+        Raises:
+            ValueError: ``model`` has more than one label.
+        """
         if model.num_labels != 1:
-            raise ValueError("RerankingEvaluator needs a 1-label model.")
+            raise ValueError(f"RerankingEvaluator needs a 1-label model; this one has {model.num_labels} labels.")
+        names = [f"mrr@{self.at_k}", f"ndcg@{self.at_k}", "map", *(f"recall@{c}" for c in self.recall_at)]
+        return list(dict.fromkeys(names))
+
+    def __call__(self, model: CrossEncoder) -> dict[str, float]:
+        self.metric_names(model)
         pairs = [(s.query, d) for s in self.samples for d in s.documents]
         scores = _logits(model, pairs, self.batch_size, self.show_progress_bar)[:, 0]
         qrels: dict[str, dict[str, int]] = {}

@@ -68,7 +68,9 @@ class TrainingArguments:
         save_steps: Write a resumable checkpoint every N optimizer steps; None saves when evaluating (or at the
             end of each epoch without an evaluator).
         save_total_limit: How many recent checkpoints to keep (None keeps all).
-        metric_for_best_model: Metric that picks the best model; None uses the evaluator's ``primary_metric``.
+        metric_for_best_model: Metric that picks the best model (the history's ``eval_`` prefix may be given); None
+            uses the evaluator's ``primary_metric``. Checked before the first step against an evaluator's
+            ``metric_names(model)``, when it has one.
         greater_is_better: Whether a larger ``metric_for_best_model`` is better.
         load_best_model_at_end: Finish with the best evaluated weights rather than the last ones.
         early_stopping_patience: Stop after this many evaluations without improvement (None: never).
@@ -183,12 +185,15 @@ class Trainer:
         train_data: Training examples.
         loss: A :class:`~crossencoder.training.losses.Loss` or a short name: ``"bce"``, ``"ce"``, ``"mse"``,
             ``"margin_mse"``, ``"mnrl"``, ``"listnet"``.
-        evaluator: Called as ``evaluator(model) -> dict[str, float]`` (see :mod:`crossencoder.evaluation`).
+        evaluator: Called as ``evaluator(model) -> dict[str, float]`` (see :mod:`crossencoder.evaluation`). One with
+            a ``metric_names(model)`` method (those of :mod:`crossencoder.evaluation`) is checked against the model
+            and ``metric_for_best_model`` here; a plain callable when it first runs.
         args: :class:`TrainingArguments`.
 
     Raises:
         ValueError / TypeError: bad arguments, data that does not fit the loss (the message names the example),
-            or a model that cannot be trained (onnx backend, half precision weights).
+            a model that cannot be trained (onnx backend, half precision weights), or an evaluator that refuses the
+            model or does not return ``metric_for_best_model`` (the message lists its metrics).
 
     Example:
         >>> from crossencoder import CrossEncoder
@@ -231,6 +236,7 @@ class Trainer:
         self.metric_name = args.metric_for_best_model or getattr(evaluator, "primary_metric", None)
         if evaluator is not None and self.metric_name is None:
             raise ValueError("Set args.metric_for_best_model: the evaluator has no primary_metric.")
+        self._check_evaluator()
         self.batches_per_epoch = math.ceil(len(self.train_data) / args.batch_size)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / args.gradient_accumulation_steps)
         self.total_steps = args.max_steps or self.steps_per_epoch * args.num_epochs
@@ -238,6 +244,42 @@ class Trainer:
         self.data_sha256 = _examples_sha256(self.train_data)
 
     # ------------------------------------------------------------------ setup
+    def _check_evaluator(self) -> None:
+        """Refuse, before the first step, an evaluator that cannot evaluate the model or lacks the metric to select by.
+
+        Evaluators with a ``metric_names(model)`` method (those of :mod:`crossencoder.evaluation`) are asked up front;
+        a plain callable is checked when it first runs. ``metric_for_best_model`` may carry the ``eval_`` prefix of
+        the history's keys.
+
+        Raises:
+            ValueError: the evaluator refuses the model (e.g. a class label the model lacks), or the metric is not
+                among the evaluator's metrics; the message lists them.
+        """
+        metric_names = getattr(self.evaluator, "metric_names", None)
+        if not callable(metric_names):
+            return
+        try:
+            names = list(metric_names(self.model))
+        except ValueError as exc:  # "data[i]" here means the evaluation data, not train_data
+            raise ValueError(f"The evaluator cannot evaluate this model: {exc}") from None
+        self.metric_name = self._resolve_metric(names)
+
+    def _resolve_metric(self, names: Sequence[str]) -> str:
+        """``self.metric_name`` as one of the evaluator's metric ``names`` (an ``eval_`` prefix dropped).
+
+        Raises:
+            ValueError: it is not among ``names``; the message lists them.
+        """
+        name = self.metric_name
+        if name not in names and name.startswith("eval_") and name[len("eval_"):] in names:
+            return name[len("eval_"):]
+        if name not in names:
+            setting = (f"metric_for_best_model={name!r}" if self.args.metric_for_best_model is not None
+                       else f"The evaluator's primary_metric {name!r}")
+            raise ValueError(f"{setting} is not among the evaluator's metrics: {', '.join(names)}. Set "
+                             "metric_for_best_model (CLI: --metric-for-best-model) to one of them.")
+        return name
+
     def _autocast_dtype(self) -> torch.dtype | None:
         mode = self.args.mixed_precision
         if mode == "no" or (mode == "auto" and self.device.type != "cuda"):
@@ -313,9 +355,8 @@ class Trainer:
             metrics = self.evaluator(self.model) if self.evaluator is not None else {}
         finally:
             self.model.model.train()
-        if self.metric_name is not None and self.metric_name not in metrics:
-            raise ValueError(f"metric_for_best_model={self.metric_name!r} is not among the evaluator's metrics: "
-                             f"{', '.join(metrics)}.")
+        if self.metric_name is not None:
+            self.metric_name = self._resolve_metric(list(metrics))
         return {k: float(v) for k, v in metrics.items()}
 
     def _is_better(self, value: float, best: float | None) -> bool:
@@ -341,7 +382,7 @@ class Trainer:
                 :meth:`_fingerprint`), holds checkpoints while ``resume=False`` and ``overwrite_output_dir=False``,
                 or none of its checkpoints can be read (:class:`~crossencoder.training.checkpoint.CheckpointError`).
             Exception: whatever the evaluator raises (or a ``metric_for_best_model`` missing from its metrics), after
-                a checkpoint of the step is saved so a rerun resumes there.
+                a checkpoint of the step is saved so a rerun resumes there and evaluates that step first.
         """
         args = self.args
         try:
@@ -356,10 +397,13 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
         state = {"global_step": 0, "epoch": 0, "batch_in_epoch": 0, "best_metric": None, "best_step": None,
                  "best_metrics": {}, "bad_evals": 0, "history": [], "last_metrics": {}, "loss_window": [],
-                 "fingerprint": self._fingerprint(), "args": args.to_dict()}
+                 "pending_eval": None, "selection": self._selection(), "fingerprint": self._fingerprint(),
+                 "args": args.to_dict()}
         state.update(self._maybe_resume(model, optimizer, scheduler, scaler))
         self._drop_calibration()
         model.train()
+        if state["pending_eval"] is not None:
+            self._redo_failed_evaluation(state, model, optimizer, scheduler, scaler)
 
         bar = tqdm(total=self.total_steps, initial=state["global_step"], desc="Training", unit="step",
                    disable=None if args.show_progress_bar is None else not args.show_progress_bar, dynamic_ncols=True)
@@ -452,29 +496,15 @@ class Trainer:
         eval_due = self.evaluator is not None and (periodic or last)
         if eval_due:
             try:
-                metrics = self._evaluate()
+                stop = self._evaluate_step(state, state["epoch"])
             except Exception:
                 # Keep the steps trained since the last checkpoint (hours, with evaluation once an epoch): a rerun
-                # with the evaluator or metric_for_best_model fixed resumes here, without this evaluation.
+                # with the evaluator or metric_for_best_model fixed resumes here and evaluates this step first.
+                state["pending_eval"] = {"epoch": state["epoch"]}
                 self._save_checkpoint(state, epoch_end, model, optimizer, scheduler, scaler)
-                logger.warning("The evaluation at step %d failed; saved checkpoint-%d so a rerun resumes there.",
-                               step, step)
+                logger.warning("The evaluation at step %d failed; saved checkpoint-%d so a rerun resumes there and "
+                               "evaluates it again.", step, step)
                 raise
-            state["last_metrics"] = metrics
-            state["history"].append({"step": step, "epoch": state["epoch"],
-                                     **{f"eval_{k}": v for k, v in metrics.items()}})
-            value = metrics[self.metric_name]
-            logger.info("step %d: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-            if self._is_better(value, state["best_metric"]):
-                state.update(best_metric=value, best_step=step, best_metrics=metrics, bad_evals=0)
-                with atomic_dir(self.output_dir / "best-model") as tmp:
-                    _quiet_save(self.model, tmp)
-            else:
-                state["bad_evals"] += 1
-                stop = self._patience_spent(state)
-                if stop:
-                    logger.info("Early stopping: no improvement of %s in %d evaluations.", self.metric_name,
-                                state["bad_evals"])
         if args.save_steps:
             save_due = step % args.save_steps == 0
         else:
@@ -482,6 +512,56 @@ class Trainer:
         if save_due or last or stop:
             self._save_checkpoint(state, epoch_end, model, optimizer, scheduler, scaler)
         return stop
+
+    def _evaluate_step(self, state: dict[str, Any], epoch: int) -> bool:
+        """Evaluate the model of the current step: log it, keep it as ``best-model`` when it is the best so far.
+
+        Args:
+            state: The trainer state (step, best metric, early-stopping count, history), updated in place.
+            epoch: The epoch the step belongs to, for the history.
+
+        Returns:
+            True when early stopping says to stop.
+
+        Raises:
+            Exception: whatever the evaluator raises, or a ``metric_for_best_model`` missing from its metrics.
+        """
+        step = state["global_step"]
+        metrics = self._evaluate()
+        state["last_metrics"] = metrics
+        state["history"].append({"step": step, "epoch": epoch, **{f"eval_{k}": v for k, v in metrics.items()}})
+        value = metrics[self.metric_name]
+        logger.info("step %d: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        if self._is_better(value, state["best_metric"]):
+            state.update(best_metric=value, best_step=step, best_metrics=metrics, bad_evals=0)
+            with atomic_dir(self.output_dir / "best-model") as tmp:
+                _quiet_save(self.model, tmp)
+            return False
+        state["bad_evals"] += 1
+        stop = self._patience_spent(state)
+        if stop:
+            logger.info("Early stopping: no improvement of %s in %d evaluations.", self.metric_name,
+                        state["bad_evals"])
+        return stop
+
+    def _redo_failed_evaluation(self, state: dict[str, Any], model, optimizer, scheduler, scaler) -> None:
+        """Evaluate the step whose evaluation failed in the run that wrote the resumed checkpoint, then checkpoint it
+        again with the result, so best-model selection, early stopping and the model card see that evaluation.
+
+        Raises:
+            Exception: whatever the evaluator raises again (the checkpoint on disk still marks the step as pending).
+        """
+        pending = state["pending_eval"]
+        if self.evaluator is None:
+            logger.warning("The evaluation at step %d failed in the earlier run; without an evaluator now it is not "
+                           "redone.", state["global_step"])
+            state["pending_eval"] = None
+            return
+        logger.info("Redoing the evaluation of step %d, which failed in the earlier run.", state["global_step"])
+        self._evaluate_step(state, pending["epoch"])
+        state["pending_eval"] = None
+        # The resumed checkpoint's state already points past an epoch that ended at this step.
+        self._save_checkpoint(state, False, model, optimizer, scheduler, scaler)
 
     def _save_checkpoint(self, state, epoch_end: bool, model, optimizer, scheduler, scaler) -> None:
         """Write ``checkpoint-<step>`` of the current step, then drop checkpoints over ``save_total_limit``."""
@@ -527,7 +607,9 @@ class Trainer:
         for path in reversed(checkpoints):
             try:
                 # Check before loading anything, so a refused resume leaves the model's weights untouched.
-                self._check_fingerprint(path, read_state(path).get("fingerprint"), current)
+                saved = read_state(path)
+                self._check_fingerprint(path, saved.get("fingerprint"), current)
+                self._check_selection(path, saved)
                 state = load_checkpoint(path, model, optimizer, scheduler, scaler)
             except CheckpointError as exc:
                 failure = exc
@@ -536,8 +618,35 @@ class Trainer:
                 continue
             logger.info("Resuming from %s (step %d).", path, state["global_step"])
             # This run's settings go into its next checkpoints (the fingerprint matched; the rest may differ).
-            return {**state, "fingerprint": current, "args": self.args.to_dict()}
+            return {**state, "fingerprint": current, "args": self.args.to_dict(), "selection": self._selection()}
         raise CheckpointError(f"{failure} No readable checkpoint is left in {self.output_dir}: {_START_OVER}.")
+
+    def _selection(self) -> dict[str, Any]:
+        """How this run picks its best model: the metric (without the history's ``eval_`` prefix) and direction."""
+        name = self.metric_name
+        if name is not None and name.startswith("eval_"):  # a plain callable's metric, not yet resolved
+            name = name[len("eval_"):]
+        return {"metric": name, "greater_is_better": self.args.greater_is_better}
+
+    def _check_selection(self, path: Path, saved: dict[str, Any]) -> None:
+        """Refuse to resume when checkpoint ``path`` already chose a best model by another metric or direction: its
+        best value and early-stopping count would be compared with values of another kind.
+
+        Raises:
+            ValueError: the checkpoint has a best step chosen by another metric or direction; the message names both.
+        """
+        chosen, current = saved.get("selection"), self._selection()
+        # Checkpoints of older versions did not record it; a run without an evaluator now selects nothing.
+        if saved.get("best_step") is None or chosen is None or self.evaluator is None or chosen == current:
+            return
+
+        def describe(selection: dict[str, Any]) -> str:
+            return f"{selection['metric']} ({'higher' if selection['greater_is_better'] else 'lower'} is better)"
+
+        raise ValueError(f"Cannot resume from {path}: its best model (step {saved['best_step']}) was chosen by "
+                         f"{describe(chosen)}, this run selects by {describe(current)}. Rerun with "
+                         f"metric_for_best_model={chosen['metric']!r} and greater_is_better="
+                         f"{chosen['greater_is_better']} to continue it, or {_START_OVER}.")
 
     @staticmethod
     def _check_fingerprint(path: Path, saved: dict[str, Any] | None, current: dict[str, Any]) -> None:
