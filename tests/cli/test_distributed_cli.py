@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,3 +99,24 @@ def test_missing_ray_says_how_to_install(tiny_model_dir, tmp_path, capsys, monke
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     code, _, err = run(["score", "--ray", "-m", tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out"], capsys)
     assert code == 1 and "pip install 'crossencoder[ray]'" in err
+
+
+@pytest.mark.parametrize("job, flags, expected", [
+    ("score", ["--prompt-name", "web"], {"prompt_name": "web", "prompt": None}),
+    ("score", ["--prompt", ""], {"prompt_name": None, "prompt": ""}),
+    ("rank", ["--prompt", "find: "], {"prompt_name": None, "prompt": "find: "}),
+    ("rank", [], {"prompt_name": None, "prompt": None}),
+])
+def test_prompt_flags_reach_the_ray_job(tiny_model_dir, tmp_path, capsys, monkeypatch, job, flags, expected):
+    from crossencoder import distributed
+
+    calls = []
+
+    def record(model, input_path, output_dir, **kwargs):
+        calls.append(kwargs)
+        return distributed.JobResult(Path(output_dir), shards=1, shards_skipped=0, rows_written=1)
+
+    monkeypatch.setattr(distributed, f"{job}_dataset", record)
+    code, _, err = run([job, "--ray", "-m", tiny_model_dir, *flags, tmp_path / "in.jsonl", tmp_path / "out"], capsys)
+    assert code == 0, err
+    assert len(calls) == 1 and {k: calls[0][k] for k in expected} == expected

@@ -252,12 +252,10 @@ def test_rank_and_score_apply_prompts(prompted_model_dir, tmp_path, capsys, flag
     assert [float(line) for line in out.splitlines()] == pytest.approx(expected_scores.tolist(), abs=1e-5)
 
 
-def test_unknown_prompt_name_and_prompt_with_ray_are_one_line_errors(prompted_model_dir, tmp_path, capsys):
+def test_unknown_prompt_name_is_a_one_line_error(prompted_model_dir, tmp_path, capsys):
     path = tmp_path / "p.txt"
     path.write_text("\n".join(PASSAGES) + "\n")
     code, out, err = run(["rank", "-m", prompted_model_dir, "-q", "q", "--prompt-name", "qeury", path], capsys)
     assert code == 1 and out == ""
     assert "prompt_name='qeury' is not one of this model's prompts" in err and "'web'" in err
     assert len(err.strip().splitlines()) == 1
-    code, _, err = run(["score", "-m", prompted_model_dir, "--ray", "--prompt", "x: ", path, tmp_path / "out"], capsys)
-    assert code == 1 and "--prompt is not supported with --ray" in err

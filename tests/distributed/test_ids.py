@@ -154,5 +154,6 @@ def test_bad_ids_in_the_log_are_escaped_for_a_utf8_log_file(tmp_path):
         result = _collect(tmp_path, [shard], 0, 0.0)
     finally:
         logger.removeHandler(handler)
-    assert result.bad_rows == bad and json.loads(result.errors_path.read_text()) == bad[0]
-    assert rb"ids/rows: q\ud800)" in log.getvalue()
+    located = {"row": 0, "file": "pairs.jsonl", "line": 1, "id": "q\ud800", "reason": "id is not valid Unicode"}
+    assert result.bad_rows == [located] and json.loads(result.errors_path.read_text()) == located
+    assert rb"ids/lines: q\ud800)" in log.getvalue()

@@ -77,13 +77,14 @@ def test_scores_equal_in_process_predict(scored, tiny_model_dir):
     assert result.rows_written == 48 and result.shards == 5 and result.shards_skipped == 0
 
 
-def test_bad_rows_reported_with_ids_not_dropped(scored):
+def test_bad_rows_reported_with_ids_and_lines_not_dropped(scored):
     _, result = scored
-    assert [(r["id"], r["row"], r["reason"]) for r in result.bad_rows] == [
-        ("p7", 7, "text_b: missing"), ("p20", 20, "text_a: empty"),
+    assert result.bad_rows == [
+        {"row": 7, "file": "pairs.jsonl", "line": 8, "id": "p7", "reason": "text_b: missing"},
+        {"row": 20, "file": "pairs.jsonl", "line": 21, "id": "p20", "reason": "text_a: empty"},
     ]
     listed = [json.loads(line) for line in result.errors_path.read_text().splitlines()]
-    assert [r["id"] for r in listed] == ["p7", "p20"]
+    assert listed == result.bad_rows
 
 
 def test_output_folder_holds_only_finished_parts(scored):
@@ -176,7 +177,9 @@ def test_rank_dataset_equals_rank_top_k(local_ray, tiny_model_dir, tmp_path):
         assert list(hits["corpus_id"]) == [h["corpus_id"] for h in expected]
         np.testing.assert_allclose(hits["score"], [h["score"] for h in expected], atol=1e-5)
     assert 13 not in set(out["id"])
-    assert result.bad_rows == [{"row": 3, "id": 13, "reason": "candidates[2]: empty"}]
+    assert result.bad_rows == [
+        {"row": 3, "file": "cands.parquet", "file_row": 3, "id": 13, "reason": "candidates[2]: empty"},
+    ]
 
 
 class CrashOnceModel:
@@ -262,7 +265,7 @@ def test_an_id_column_null_in_every_row_is_taken_as_absent(local_ray, tiny_model
     assert "column 'id' is null in every row; rows are identified by their row number only" in caplog.text
 
 
-def test_jsonl_schema_is_not_the_first_line_alone(local_ray, tiny_model_dir, tmp_path):
+def test_jsonl_schema_is_not_the_first_line_alone(local_ray, tiny_model_dir, tmp_path, caplog):
     rows = make_rows(5)
     del rows[0]["id"], rows[0]["text_b"]  # the first line lacks the id and a text: only that row is bad
     write_jsonl(tmp_path / "pairs.jsonl", rows)
@@ -270,6 +273,8 @@ def test_jsonl_schema_is_not_the_first_line_alone(local_ray, tiny_model_dir, tmp
     out = pd.read_parquet(tmp_path / "out").sort_values("row")
     assert out["row"].tolist() == [1, 2, 3, 4] and out["id"].tolist() == ["p1", "p2", "p3", "p4"]
     assert [r["row"] for r in result.bad_rows] == [0]
+    # No id to name it by: the log names its file and line.
+    assert "1 row(s) could not be processed (ids/lines: pairs.jsonl:1)" in caplog.text
 
 
 def test_a_muted_ray_logger_stays_muted_through_import_and_init(monkeypatch):
@@ -296,21 +301,26 @@ def test_a_muted_ray_logger_stays_muted_through_import_and_init(monkeypatch):
 def test_a_folder_of_mixed_files_keeps_row_numbers_and_reports_undecodable_rows(local_ray, tiny_model_dir, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jsonl").write_text("")  # an empty first file says nothing about the columns
-    rows = make_rows(6)
+    rows = make_rows(7)
     lines = [json.dumps(r).encode() for r in rows[:3]]
     lines[1] = lines[1].replace(b"question", b"\xff")  # not UTF-8
     lines[2] = lines[2].replace(b"question", rb"\ud800")  # a lone surrogate: no tokenizer takes it
     (tmp_path / "in" / "b.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    rows[6]["text_a"] = None
     pq.write_table(pa.Table.from_pylist(rows[3:]), tmp_path / "in" / "c.parquet")
 
-    result = score_dataset(tiny_model_dir, tmp_path / "in", tmp_path / "out", show_progress=False)
+    # Shards of 2 rows: bad rows in the second shard of each file are located from that file's start.
+    result = score_dataset(tiny_model_dir, tmp_path / "in", tmp_path / "out", shard_rows=2, show_progress=False)
 
     out = pd.read_parquet(tmp_path / "out").sort_values("row")
     assert out["row"].tolist() == [0, 3, 4, 5] and out["id"].tolist() == ["p0", "p3", "p4", "p5"]
-    expected = CrossEncoder(tiny_model_dir).predict([(r["text_a"], r["text_b"]) for r in rows[:1] + rows[3:]])
+    expected = CrossEncoder(tiny_model_dir).predict([(r["text_a"], r["text_b"]) for r in rows[:1] + rows[3:6]])
     np.testing.assert_allclose(out["score"], expected, atol=1e-5)
-    assert [(r["row"], r["reason"]) for r in result.bad_rows] == [
-        (1, "not valid UTF-8"), (2, r"text_a is not valid Unicode: it holds a lone surrogate '\ud800'"),
+    assert result.bad_rows == [
+        {"row": 1, "file": "b.jsonl", "line": 2, "reason": "not valid UTF-8"},
+        {"row": 2, "file": "b.jsonl", "line": 3, "id": "p2",
+         "reason": r"text_a is not valid Unicode: it holds a lone surrogate '\ud800'"},
+        {"row": 6, "file": "c.parquet", "file_row": 3, "id": "p6", "reason": "text_a: missing"},
     ]
 
 
@@ -381,3 +391,78 @@ def test_rank_with_a_classifier_is_a_bad_input_not_a_failure_to_retry(local_ray,
     write_jsonl(tmp_path / "c.jsonl", [{"query_id": "q1", "query": "berlin", "candidates": ["a", "b"]}])
     with pytest.raises(JobInputError, match="rank needs a 1-label model; this one classifies pairs into 3 labels"):
         rank_dataset(tiny_nli_model_dir, tmp_path / "c.jsonl", tmp_path / "ranked", show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def prompted_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny re-ranker saved with two prompts, ``query`` being its default."""
+    path = tmp_path_factory.mktemp("prompted")
+    CrossEncoder(tiny_model_dir, prompts={"query": "query: ", "web": "web search: "},
+                 default_prompt_name="query").save(path)
+    return path
+
+
+def test_score_job_with_a_prompt_equals_predict_and_resume_keeps_the_prompt(local_ray, prompted_model_dir,
+                                                                             tmp_path):
+    rows = make_rows(7)  # no bad rows below 7
+    write_jsonl(tmp_path / "pairs.jsonl", rows)
+    pairs = [(r["text_a"], r["text_b"]) for r in rows]
+    model = CrossEncoder(prompted_model_dir)
+    result = score_dataset(prompted_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", prompt="find: ",
+                           shard_rows=3, show_progress=False)
+    out = pd.read_parquet(result.output_dir).sort_values("row")
+    expected = model.predict(pairs, prompt="find: ")
+    np.testing.assert_allclose(out["score"], expected, atol=1e-5)
+    assert not np.allclose(expected, model.predict(pairs), atol=1e-4)  # the prompt changes the scores
+    # A resume with another prompt (or none: the model's default) would mix two prompts' scores in one table.
+    (tmp_path / "out" / "_done" / "part-000001.json").unlink()
+    for other in ({"prompt": "search: "}, {"prompt_name": "web"}, {}):
+        with pytest.raises(JobInputError, match="different job .*prompt"):
+            score_dataset(prompted_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", shard_rows=3, **other)
+    resumed = score_dataset(prompted_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", prompt="find: ",
+                            shard_rows=3, show_progress=False)
+    assert (resumed.shards, resumed.shards_skipped) == (3, 2)
+
+
+def test_rank_job_with_a_prompt_name_equals_rank(local_ray, prompted_model_dir, tmp_path):
+    queries = [{"query_id": q, "query": f"question about topic {q}",
+                "candidates": [f"passage {c} on topic {(q + c) % 3}" for c in range(4)]} for q in range(3)]
+    write_jsonl(tmp_path / "cands.jsonl", queries)
+    result = rank_dataset(prompted_model_dir, tmp_path / "cands.jsonl", tmp_path / "out", prompt_name="web",
+                          top_k=3, shard_rows=2, show_progress=False)
+    out = pd.read_parquet(result.output_dir)
+    model = CrossEncoder(prompted_model_dir)
+    for q in queries:
+        hits = out[out["id"] == q["query_id"]].sort_values("rank")
+        expected = model.rank(q["query"], q["candidates"], top_k=3, prompt_name="web")
+        assert list(hits["corpus_id"]) == [h["corpus_id"] for h in expected]
+        np.testing.assert_allclose(hits["score"], [h["score"] for h in expected], atol=1e-5)
+    default = model.rank(queries[0]["query"], queries[0]["candidates"], top_k=3)
+    assert not np.allclose([h["score"] for h in default], [h["score"] for h in expected], atol=1e-4)
+
+
+def test_an_unknown_prompt_name_is_a_bad_input_naming_the_prompts(local_ray, prompted_model_dir, tmp_path):
+    write_jsonl(tmp_path / "pairs.jsonl", make_rows(2))
+    with pytest.raises(JobInputError, match=r"prompt_name='wbe' is not one of this model's prompts: .*'web'"):
+        score_dataset(prompted_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", prompt_name="wbe",
+                      show_progress=False)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"prompt": 3}, "prompt must be a str or None, got int"),
+    ({"prompt_name": ["web"]}, "prompt_name must be a str or None, got list"),
+    ({"prompt": "\ud800: "}, "prompt is not valid Unicode: it holds a lone surrogate"),
+])
+def test_prompt_arguments_that_are_not_text_are_refused_before_any_work(tiny_model_dir, tmp_path, kwargs, message):
+    write_jsonl(tmp_path / "pairs.jsonl", make_rows(2))
+    with pytest.raises(JobInputError, match=message):
+        score_dataset(tiny_model_dir, tmp_path / "pairs.jsonl", tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_prompt_given_with_a_prompt_name_wins_with_one_warning(caplog):
+    from crossencoder.distributed.jobs import _checked_prompt
+
+    assert _checked_prompt("find: ", "web") is None  # neither recorded with the job nor sent to the actors
+    assert caplog.text.count("using prompt and ignoring prompt_name='web'") == 1
+    assert _checked_prompt(None, "web") == "web" and _checked_prompt("", None) is None

@@ -147,3 +147,17 @@ def test_a_parquet_file_without_rows_says_nothing_about_the_columns(tmp_path):
     assert input_schema(tmp_path / "a.parquet").names == []
     pq.write_table(pa.table({"t": ["x"]}), tmp_path / "b.parquet")
     assert input_schema(tmp_path / "b.parquet").names == ["t"]
+
+
+def test_a_row_is_located_by_file_and_line_or_file_row_across_shards_and_files(tmp_path):
+    # A folder of a JSONL file (a blank line keeps its number) then a Parquet file, cut into shards of 2 rows: the
+    # location restarts in each file and counts from the shard's start, not from the shard or the whole input.
+    (tmp_path / "a.jsonl").write_text('{"t": "r0"}\n{"t": "r1"}\n\n{"t": "r3"}\n{"t": "r4"}\n')
+    pq.write_table(pa.table({"t": [f"p{i}" for i in range(5)]}), tmp_path / "b.parquet", row_group_size=2)
+    shards = plan_shards(input_files(tmp_path), 2)
+    located = [(row["t"], shard.location(row["row"])) for shard in shards for row in read_shard(shard, ["t"])[0]]
+    assert located == [
+        ("r0", {"file": "a.jsonl", "line": 1}), ("r1", {"file": "a.jsonl", "line": 2}),
+        ("r3", {"file": "a.jsonl", "line": 4}), ("r4", {"file": "a.jsonl", "line": 5}),
+        *[(f"p{i}", {"file": "b.parquet", "file_row": i}) for i in range(5)],
+    ]

@@ -82,13 +82,6 @@ def add_prompt_arguments(parser: argparse.ArgumentParser, target: str) -> None:
                                              "(default: the model's default_prompt_name, if any)")
 
 
-def _check_no_prompt_on_ray(args: argparse.Namespace) -> None:
-    # The Ray jobs take no prompt arguments; a model folder's default prompt still applies in each actor.
-    for flag, value in (("--prompt", args.prompt), ("--prompt-name", args.prompt_name)):
-        if value is not None:
-            raise InputError(f"{flag} is not supported with --ray (the model's default prompt still applies).")
-
-
 def add_ray_arguments(parser: argparse.ArgumentParser, example: str) -> argparse._ArgumentGroup:
     """Add the ``--ray`` options and the OUT positional shared by ``score`` and ``rank``; returns the group."""
     group = parser.add_argument_group(
@@ -126,13 +119,14 @@ def _run_on_ray(args: argparse.Namespace, job: str, **job_kwargs: Any) -> int:
             logging.getLogger(name).setLevel(logging.ERROR)
     if args.shard_rows is not None:
         job_kwargs["shard_rows"] = args.shard_rows
-    # Each actor builds its model from these same options; by name, so the job records them and a resume with
-    # another model or other options is refused.
+    # Each actor builds its model from these same options; by name, so the job records them (and the prompt) and
+    # a resume with another model, other options or another prompt is refused.
     run = distributed.score_dataset if job == "score" else distributed.rank_dataset
     result = run(
         args.model, args.file, args.output, model_kwargs=model_options(args), id_column=args.id_column,
         num_workers=args.num_workers, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
-        address=args.address, num_cpus_per_worker=args.cpus_per_worker, num_gpus_per_worker=args.gpus_per_worker,
+        prompt_name=args.prompt_name, prompt=args.prompt, address=args.address,
+        num_cpus_per_worker=args.cpus_per_worker, num_gpus_per_worker=args.gpus_per_worker,
         **job_kwargs,
     )
     print(f"{job}: {result.rows_written} rows in {result.output_dir} ({result.shards} shards, "
@@ -201,7 +195,6 @@ def run_rank(args: argparse.Namespace) -> int:
     if args.ray and args.query is not None:
         raise InputError("--query is not used with --ray: each input row has its own query.")
     if args.ray:
-        _check_no_prompt_on_ray(args)
         return _run_on_ray(args, "rank", query_column=args.query_column, candidates_column=args.candidates_column,
                            top_k=args.top_k, long_documents=args.long_documents, stride=args.stride)
     _check_not_ray_only(args)
@@ -229,7 +222,6 @@ def run_rank(args: argparse.Namespace) -> int:
 
 def run_score(args: argparse.Namespace) -> int:
     if args.ray:
-        _check_no_prompt_on_ray(args)
         return _run_on_ray(args, "score", text_columns=tuple(args.text_columns), symmetric=args.symmetric)
     _check_not_ray_only(args)
     pairs = read_pairs(args.file, header=args.header)

@@ -31,7 +31,7 @@ from crossencoder.distributed.shards import (
 )
 from crossencoder.distributed.workers import RankWorker, ScoreWorker
 from crossencoder.errors import CrossEncoderError
-from crossencoder.files import write_atomic
+from crossencoder.files import unicode_problem, write_atomic
 
 if TYPE_CHECKING:
     from crossencoder import CrossEncoder
@@ -52,7 +52,8 @@ class JobResult:
         shards: Shards in the input.
         shards_skipped: Shards already complete from an earlier run (resume), not recomputed.
         rows_written: Output rows over all shards (scored pairs, or kept hits for rank).
-        bad_rows: Rows that could not be processed, ``{"row", "id", "reason"}``, over all shards.
+        bad_rows: Rows that could not be processed, over all shards: ``{"row", "file", "line" | "file_row", "id",
+            "reason"}`` (see :func:`score_dataset`).
         seconds: Wall time of this call.
     """
 
@@ -98,6 +99,8 @@ def score_dataset(
     batch_size: int = 32,
     max_batch_tokens: int | None = None,
     symmetric: bool = False,
+    prompt_name: str | None = None,
+    prompt: str | None = None,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     address: str | None = None,
     num_cpus_per_worker: float = 1,
@@ -112,7 +115,9 @@ def score_dataset(
     ``label`` and a ``probabilities`` struct for classifiers) plus a marker in ``output_dir/_done/``. Calling
     again with the same input and output folder skips finished shards (resume). Rows with a missing or empty
     text, or a missing id, are not scored: they are returned in ``JobResult.bad_rows`` and written to
-    ``output_dir/_errors.jsonl``.
+    ``output_dir/_errors.jsonl``, each as ``{"row", "file", "line", "id", "reason"}``: ``row`` as in the output,
+    ``file`` the input file's name, ``line`` its 1-based line number in a JSONL file (for a Parquet file,
+    ``file_row``: its 0-based row index in that file), ``id`` when the input has ids.
 
     Args:
         model: Model folder / Hub id / catalog name, or a zero-argument callable returning a ``CrossEncoder``
@@ -128,6 +133,9 @@ def score_dataset(
         batch_size, max_batch_tokens: As in ``CrossEncoder.predict``.
         symmetric: Score each pair in both orders and average (``CrossEncoder.predict(symmetric=True)``). It is
             recorded with the job, so a resume cannot mix symmetric and one-way shards.
+        prompt_name, prompt: As in ``CrossEncoder.predict``: the model's prompt of that name, or this text, goes
+            before the first text of every pair (neither: the model's default prompt, if any; ``prompt=""`` turns
+            it off). Recorded with the job, so a resume with another prompt is refused.
         shard_rows: Rows per shard: the unit of work, of output files and of resume.
         address: Ray cluster to join (``"auto"``, ``"ray://host:10001"``); None starts a local Ray (or reuses
             the one this process already started).
@@ -142,8 +150,9 @@ def score_dataset(
     Raises:
         RayNotInstalledError: Ray is not installed.
         JobInputError: missing or empty input, a file without a text column, files with ids of different types,
-            a negative resource or a worker larger than the local Ray, an ``output_dir`` that is a file or holds
-            the input, or one that holds a different job's finished shards.
+            a negative resource or a worker larger than the local Ray, a ``prompt`` or ``prompt_name`` that is not
+            a string, a ``prompt_name`` the model does not have, an ``output_dir`` that is a file or holds the
+            input, or one that holds a different job's finished shards.
         DistributedJobError: a worker failed (its error is in the message); finished shards are kept.
 
     Example:
@@ -157,7 +166,7 @@ def score_dataset(
         options={"text_columns": list(text_columns),
                  "predict_kwargs": {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens,
                                     "symmetric": symmetric}},
-        output_settings={"symmetric": True} if symmetric else {},
+        output_settings={"symmetric": True} if symmetric else {}, prompt_name=prompt_name, prompt=prompt,
         num_workers=num_workers, shard_rows=shard_rows, address=address, num_cpus_per_worker=num_cpus_per_worker,
         num_gpus_per_worker=num_gpus_per_worker, model_kwargs=model_kwargs, show_progress=show_progress,
     )
@@ -177,6 +186,8 @@ def rank_dataset(
     max_batch_tokens: int | None = None,
     long_documents: str | None = None,
     stride: int | None = None,
+    prompt_name: str | None = None,
+    prompt: str | None = None,
     shard_rows: int = 1_000,
     address: str | None = None,
     num_cpus_per_worker: float = 1,
@@ -197,6 +208,8 @@ def rank_dataset(
         id_column: Column copied to the output as ``id`` (default ``query_id``).
         top_k: Hits kept per query (None keeps all).
         long_documents, stride: As in ``CrossEncoder.rank`` (window long passages instead of truncating).
+        prompt_name, prompt: As in ``CrossEncoder.rank``: the prompt goes before each query (recorded with the job,
+            as in :func:`score_dataset`).
         shard_rows: Queries per shard.
 
     Returns:
@@ -217,6 +230,7 @@ def rank_dataset(
         text_columns=[query_column, candidates_column], id_column=id_column,
         options={"query_column": query_column, "candidates_column": candidates_column, "rank_kwargs": rank_kwargs},
         output_settings={"rank": {"top_k": top_k, "long_documents": long_documents, "stride": stride}},
+        prompt_name=prompt_name, prompt=prompt,
         num_workers=num_workers, shard_rows=shard_rows, address=address, num_cpus_per_worker=num_cpus_per_worker,
         num_gpus_per_worker=num_gpus_per_worker, model_kwargs=model_kwargs, show_progress=show_progress,
     )
@@ -233,6 +247,8 @@ def _run_job(
     id_column: str | None,
     options: dict[str, Any],
     output_settings: dict[str, Any] | None = None,
+    prompt_name: str | None = None,
+    prompt: str | None = None,
     num_workers: int,
     shard_rows: int,
     address: str | None,
@@ -244,11 +260,13 @@ def _run_job(
     """Plan shards, run the unfinished ones on the actor pool, gather markers into a :class:`JobResult`.
 
     ``output_settings`` are the options that change the values written (not just how fast); they go into the job
-    manifest with the model's name and ``model_kwargs``, so resuming with different ones is refused.
+    manifest with the model's name and ``model_kwargs``, and the prompt arguments when given, so resuming with
+    different ones is refused.
     """
     started = time.perf_counter()
     if num_workers < 1:
         raise JobInputError(f"num_workers must be a positive integer, got {num_workers}.")
+    prompt_name = _checked_prompt(prompt, prompt_name)
     for name, value in (("num_cpus_per_worker", num_cpus_per_worker), ("num_gpus_per_worker", num_gpus_per_worker)):
         if not value >= 0:
             raise JobInputError(f"{name} must be 0 or more, got {value}.")
@@ -282,6 +300,8 @@ def _run_job(
         "kind": kind, "inputs": file_fingerprints(files), "shard_rows": shard_rows, "columns": columns,
         "model": _model_identity(model, model_kwargs),
         **(output_settings or {}),
+        # Only when given, like symmetric: a job recorded before prompts existed resumes without one.
+        **{k: v for k, v in (("prompt", prompt), ("prompt_name", prompt_name)) if v is not None},
     })
     pending = [s for s in shards if not is_done(out, s)]
     if pending:
@@ -295,7 +315,7 @@ def _run_job(
                 "model": model, "model_kwargs": dict(model_kwargs or {}), "output_dir": str(out.resolve()),
                 "columns": columns, "id_column": id_column, "id_type": id_type,
                 "num_threads": max(1, int(num_cpus_per_worker)) if not num_gpus_per_worker else None,
-                "options": options,
+                "options": options, "prompt_name": prompt_name, "prompt": prompt,
             }
             # No idle actors (each loads a model) when fewer shards are left than workers.
             _run_pending(ray, worker, worker_kwargs, pending, min(num_workers, len(pending)), num_cpus_per_worker,
@@ -304,6 +324,27 @@ def _run_job(
             if owns_ray:
                 ray.shutdown()
     return _collect(out, shards, len(shards) - len(pending), time.perf_counter() - started)
+
+
+def _checked_prompt(prompt: str | None, prompt_name: str | None) -> str | None:
+    """Check the prompt arguments on the driver; returns the ``prompt_name`` the job uses (None when ``prompt`` is
+    given too, as the text wins in ``predict``: warned once here, not by every actor on every shard).
+
+    Raises:
+        JobInputError: ``prompt`` or ``prompt_name`` is not a string, or holds a lone surrogate.
+    """
+    for name, value in (("prompt", prompt), ("prompt_name", prompt_name)):
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise JobInputError(f"{name} must be a str or None, got {type(value).__name__}.")
+        if problem := unicode_problem(value, name):
+            raise JobInputError(problem + ".")
+    if prompt is not None and prompt_name is not None:
+        logger.warning("Both prompt and prompt_name were given; using prompt and ignoring prompt_name=%r.",
+                       prompt_name)
+        return None
+    return prompt_name
 
 
 def _output_folder(output_dir: str | os.PathLike[str], files: list[Path]) -> Path:
@@ -489,20 +530,34 @@ def _worker_error(exc: BaseException) -> Exception:
 
 
 def _collect(out: Path, shards: list[Shard], skipped: int, seconds: float) -> JobResult:
-    """Totals and bad rows from every shard's marker; writes (or clears) ``_errors.jsonl``."""
+    """Totals and bad rows from every shard's marker; writes (or clears) ``_errors.jsonl``.
+
+    Each bad row's record gets its input file and line (or row index) from its shard here, so shards finished by
+    an earlier run (resume) are reported the same way.
+    """
     rows_written, bad_rows = 0, []
     for shard in shards:
         marker = read_marker(out, shard)
         rows_written += marker["rows"]
-        bad_rows.extend(marker["bad"])
+        bad_rows.extend({"row": r["row"], **shard.location(r["row"]), **{k: v for k, v in r.items() if k != "row"}}
+                        for r in marker["bad"])
     errors = out / ERRORS_FILE
     if bad_rows:
         write_atomic(errors, lambda tmp: tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in bad_rows)))
         # Escaped: an id may hold a lone surrogate, which a UTF-8 log file cannot take.
-        shown = ", ".join(str(r.get("id", r["row"])).encode("utf-8", "backslashreplace").decode()
-                          for r in bad_rows[:10])
-        logger.warning("%d row(s) could not be processed (ids/rows: %s%s); listed in %s.",
+        shown = ", ".join(_where(r).encode("utf-8", "backslashreplace").decode() for r in bad_rows[:10])
+        logger.warning("%d row(s) could not be processed (ids/lines: %s%s); listed in %s.",
                        len(bad_rows), shown, ", ..." if len(bad_rows) > 10 else "", errors)
     else:
         errors.unlink(missing_ok=True)
     return JobResult(out, len(shards), skipped, rows_written, bad_rows, seconds)
+
+
+def _where(record: dict[str, Any]) -> str:
+    """A bad row as the log names it: its id, else (no id column, or a missing id) ``file:line`` (JSONL) or
+    ``file row N`` (Parquet, 0-based)."""
+    if record.get("id") is not None:
+        return str(record["id"])
+    if "line" in record:
+        return f"{record['file']}:{record['line']}"
+    return f"{record['file']} row {record['file_row']}"

@@ -50,6 +50,17 @@ class Shard:
     def name(self) -> str:
         return f"part-{self.index:06d}"
 
+    def location(self, row: int) -> dict[str, Any]:
+        """Where global row ``row`` of this shard is in its input file, for a bad-row record.
+
+        ``file`` is the file's name (an input folder is read without its subfolders, so this is also its path
+        relative to the folder); then, for JSONL, ``line``: the 1-based line number an editor shows; for Parquet,
+        ``file_row``: the 0-based index of the row in that file, as pyarrow and pandas count.
+        """
+        in_file = self.start + row - self.first_row
+        position = {"line": in_file + 1} if self.fmt == "jsonl" else {"file_row": in_file}
+        return {"file": Path(self.path).name, **position}
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

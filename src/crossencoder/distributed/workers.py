@@ -3,8 +3,8 @@
 A call receives a batch of shard descriptors (JSON strings), reads each shard from the input, scores its valid
 rows, writes the shard's Parquet file and completion marker, and returns one summary row per shard. Rows with
 missing or empty text, or an id that cannot be written as given, are not scored; they are listed (row number, id,
-reason) in the marker so the driver can report them. Nothing here imports ray: Ray Data instantiates these classes
-inside its actors.
+reason) in the marker so the driver can report them, with their file and line. Nothing here imports ray: Ray Data
+instantiates these classes inside its actors.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pyarrow as pa
 from crossencoder.distributed.errors import JobInputError
 from crossencoder.distributed.shards import Shard, read_shard, write_shard_output
 from crossencoder.files import unicode_problem
+from crossencoder.model.prompts import resolve_prompt
 
 
 def _load_model(model: Any, model_kwargs: dict[str, Any], num_threads: int | None) -> Any:
@@ -85,13 +86,26 @@ class _ShardWorker:
         id_type: pa.DataType | None,
         num_threads: int | None,
         options: dict[str, Any],
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> None:
+        """Load the model and resolve the job's prompt against it.
+
+        Raises:
+            JobInputError: ``prompt_name`` is not one of the model's prompts (a bad input, refused before any
+                shard rather than failing each one).
+        """
         self.model = _load_model(model, model_kwargs, num_threads)
         self.output_dir = Path(output_dir)
         self.columns = columns
         self.id_column = id_column
         self.id_type = id_type
         self.options = options
+        try:
+            # The name is looked up once; every predict()/rank() call gets the text ("" when no prompt applies).
+            self.prompt = resolve_prompt(self.model.prompts, self.model.default_prompt_name, prompt, prompt_name)
+        except (TypeError, ValueError) as exc:
+            raise JobInputError(str(exc)) from None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[int]]:
         """Process each shard of ``batch`` end to end; returns the input rows of each (for the progress bar)."""
@@ -154,12 +168,13 @@ class ScoreWorker(_ShardWorker):
         model, predict_kwargs = self.model, self.options["predict_kwargs"]
         columns = self._ids(good)
         if model.num_labels == 1:
-            scores = model.predict(pairs, show_progress_bar=False, **predict_kwargs) if pairs else np.empty(0)
+            scores = (model.predict(pairs, show_progress_bar=False, prompt=self.prompt, **predict_kwargs) if pairs
+                      else np.empty(0))
             columns["score"] = pa.array(np.asarray(scores, dtype=np.float32))
             return pa.table(columns), bad
         names = [model.id2label.get(i, str(i)) for i in range(model.num_labels)]
         probabilities = (
-            model.predict(pairs, show_progress_bar=False, apply_softmax=True, **predict_kwargs)
+            model.predict(pairs, show_progress_bar=False, apply_softmax=True, prompt=self.prompt, **predict_kwargs)
             if pairs else np.empty((0, len(names)), dtype=np.float32)
         )
         columns["label"] = pa.array([names[i] for i in probabilities.argmax(axis=1)], type=pa.string())
@@ -187,9 +202,8 @@ class RankWorker(_ShardWorker):
             if problem:
                 bad.append(self._bad(row, problem))
                 continue
-            ranked = self.model.rank(
-                row[query_column], list(row[candidates_column]), show_progress_bar=False, **self.options["rank_kwargs"]
-            )
+            ranked = self.model.rank(row[query_column], list(row[candidates_column]), show_progress_bar=False,
+                                     prompt=self.prompt, **self.options["rank_kwargs"])
             for position, hit in enumerate(ranked, start=1):
                 kept.append(row)
                 hits.append((position, hit["corpus_id"], hit["score"]))
