@@ -159,6 +159,33 @@ def test_changed_weights_get_a_new_export(model_dir, tmp_path):
     np.testing.assert_allclose(second.predict(PAIRS, activation_fn=IDENTITY), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_weights_changed_in_place_after_export_are_exported_again(model_dir, monkeypatch, caplog, quantize):
+    """Editing model.model after loading must not leave predict() on the old export's weights."""
+    onnx_model = CrossEncoder(model_dir, backend="onnx", backend_kwargs={"quantize": quantize})
+    first = onnx_model.backend.path
+    torch_model = CrossEncoder(model_dir)
+    with torch.no_grad():
+        onnx_model.model.classifier.bias += 1.0
+        torch_model.model.classifier.bias += 1.0
+    with caplog.at_level(logging.WARNING, logger="crossencoder.backends.onnx_backend"):
+        got = onnx_model.predict(PAIRS, activation_fn=IDENTITY)
+    assert "changed after their ONNX export" in caplog.text
+    assert onnx_model.backend.path != first and onnx_model.backend.quantize == quantize
+    tolerance = 1e-4 if quantize is None else 0.1
+    np.testing.assert_allclose(got, torch_model.predict(PAIRS, activation_fn=IDENTITY), atol=tolerance)
+    # load_state_dict writes in place too; unchanged weights are not exported again.
+    onnx_model.model.load_state_dict(CrossEncoder(model_dir).model.state_dict())
+    np.testing.assert_allclose(onnx_model.predict(PAIRS, activation_fn=IDENTITY),
+                               CrossEncoder(model_dir).predict(PAIRS, activation_fn=IDENTITY), atol=tolerance)
+    # So does a new torch model.
+    onnx_model.model = torch_model.model
+    np.testing.assert_allclose(onnx_model.predict(PAIRS, activation_fn=IDENTITY),
+                               torch_model.predict(PAIRS, activation_fn=IDENTITY), atol=tolerance)
+    monkeypatch.setattr(OnnxBackend, "from_cross_encoder", lambda *a, **k: pytest.fail("exported unchanged weights"))
+    onnx_model.predict(PAIRS)
+
+
 def test_key_depends_on_settings_and_weights(tiny_model_dir):
     model = CrossEncoder(tiny_model_dir).model
     fingerprint = model_fingerprint(model)
@@ -213,6 +240,47 @@ def test_unwritable_onnx_subfolder_falls_back_to_the_cache(tmp_path, monkeypatch
     (local / "onnx").mkdir(parents=True)
     monkeypatch.setattr(onnx_export, "_can_write_in", lambda folder: folder.name != "onnx")
     assert export_folder("ab" * 32, local, "local-model", None).parent == tmp_path / "cache" / "onnx"
+
+
+def test_unwritable_cache_folder_is_a_clear_error(model_dir, tmp_path):
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("a file where the cache folder should be")
+    with pytest.raises(RuntimeError, match=r"Cannot write the ONNX export of .* to .*cache.*'cache_dir'"):
+        CrossEncoder(model_dir, backend="onnx", backend_kwargs={"cache_dir": not_a_folder / "onnx"})
+
+
+def test_export_releases_its_lock(model_dir, tmp_path):
+    from filelock import FileLock
+
+    path = CrossEncoder(model_dir, backend="onnx", backend_kwargs={"cache_dir": tmp_path / "cache"}).backend.path
+    with FileLock(str(path.parent) + ".lock", timeout=0):  # raises Timeout if the export still held it
+        pass
+
+
+def test_exporter_errors_are_one_line(model_dir, monkeypatch, tmp_path):
+    def broken(*args, **kwargs):
+        raise RuntimeError("Unsupported: ONNX export of Slice\nTorch IR graph at exception: graph(%input.1 ...")
+
+    monkeypatch.setattr(onnx_export, "_torch_export", broken)
+    with pytest.raises(RuntimeError) as info:
+        CrossEncoder(model_dir, backend="onnx", backend_kwargs={"cache_dir": tmp_path / "cache"})
+    assert str(info.value).endswith("failed: RuntimeError: Unsupported: ONNX export of Slice")
+
+
+def test_onnx_reports_the_device_it_runs_on(model_dir, monkeypatch, caplog):
+    """device="cuda" without onnxruntime-gpu runs on the CPU: the model says so and sizes batches for the CPU."""
+    import onnxruntime
+
+    from crossencoder.model import cross_encoder
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(cross_encoder, "resolve_device", lambda device: torch.device("cuda"))
+    with caplog.at_level(logging.WARNING, logger="crossencoder.model.cross_encoder"):
+        model = CrossEncoder(model_dir, backend="onnx", device="cuda")
+    assert model.backend.device == torch.device("cpu") and model.device == torch.device("cpu")
+    assert model.max_batch_tokens == cross_encoder.CPU_BATCH_TOKENS
+    assert "device='cuda' was asked for, but the onnx backend runs on cpu" in caplog.text
+    assert model.predict(PAIRS).shape == (len(PAIRS),)
 
 
 def test_failed_export_leaves_nothing_behind(model_dir, monkeypatch, tmp_path):
@@ -279,7 +347,17 @@ def test_quantize_attention_setting_changes_the_graph(model_dir):
     ("kwargs", "error", "match"),
     [({"quantize": "int4"}, ValueError, "quantize mode 'int4'"), ({"num_threads": 0}, ValueError, "num_threads"),
      ({"num_threads": "2"}, ValueError, "num_threads"), ({"num_threads": True}, ValueError, "num_threads"),
-     ({"quantise": "int8"}, ValueError, r"Unknown onnx backend_kwargs \['quantise'\]; the options are quantize, ")],
+     ({"quantise": "int8"}, ValueError, r"Unknown onnx backend_kwargs \['quantise'\]; the options are quantize, "),
+     # Wrong types are named, not taken as truthy, split into characters or passed to the exporter.
+     ({"optimize": "no"}, ValueError, r"backend_kwargs\['optimize'\] must be True or False, got 'no'"),
+     ({"per_channel": 1}, ValueError, r"backend_kwargs\['per_channel'\] must be True, False or None"),
+     ({"opset": "17"}, ValueError, r"backend_kwargs\['opset'\] must be a positive integer, got '17'"),
+     ({"cache_dir": 5}, ValueError, r"backend_kwargs\['cache_dir'\] must be a folder path"),
+     ({"providers": "CPUExecutionProvider"}, ValueError, r"backend_kwargs\['providers'\] must be a non-empty list"),
+     # onnxruntime would print a notice and quietly run on the CPU.
+     ({"providers": ["NoSuchExecutionProvider"]}, ValueError, "'NoSuchExecutionProvider' not available"),
+     ("int8", ValueError, "backend_kwargs must be a dict of backend options"),
+     (["quantize"], ValueError, "backend_kwargs must be a dict of backend options")],
 )
 def test_bad_backend_kwargs_are_clear_errors(tiny_model_dir, kwargs, error, match):
     with pytest.raises(error, match=match):

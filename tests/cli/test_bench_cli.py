@@ -43,6 +43,21 @@ def test_bench_table_has_a_ratio_column_relative_to_first_backend(model_dir, cap
     assert "8 pairs per run" in footer
 
 
+def test_bench_table_names_each_device_when_backends_differ(model_dir, capsys, monkeypatch):
+    """torch on a GPU next to onnx on the CPU (no onnxruntime-gpu): the footer must not claim one device for both."""
+    from crossencoder.cli import bench
+
+    def fake_row(name, args, passages):
+        return {"backend": name, "device": "cuda" if name == "torch" else "cpu", "threads": 1, "load_s": 1.0,
+                "pairs_per_s": 100.0, "rank_docs": 4, "rank_p50_ms": 5.0, "rank_p95_ms": 6.0}
+
+    monkeypatch.setattr(bench, "bench_backend", fake_row)
+    code = main(["bench", "-m", str(model_dir), "--backends", "torch,onnx", *FAST])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert "devices torch cuda, onnx cpu, threads 1" in out.splitlines()[-1]
+
+
 def test_bench_uses_passages_from_file(model_dir, tmp_path, capsys):
     path = tmp_path / "passages.txt"
     path.write_text("Berlin has 3.5 million inhabitants.\nParis is the capital of France.\n")

@@ -276,6 +276,9 @@ def test_invalid_options(tiny_model_dir):
         CrossEncoder(tiny_model_dir, backend="tensorrt")
     with pytest.raises(ValueError, match="dtype"):
         CrossEncoder(tiny_model_dir, dtype="float8")
+    # A torch dtype that is not a precision would fail inside torch's Module.to.
+    with pytest.raises(ValueError, match="Unsupported dtype torch.int8: use one of float32, float16, bfloat16"):
+        CrossEncoder(tiny_model_dir, dtype=torch.int8)
     with pytest.raises(ValueError, match="device"):
         CrossEncoder(tiny_model_dir, device="gpu!")
     with pytest.raises(TypeError, match="activation_fn must be a callable"):

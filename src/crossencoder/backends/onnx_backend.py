@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
+import threading
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,13 +25,19 @@ from crossencoder.errors import require_extra
 if TYPE_CHECKING:
     from crossencoder.model.cross_encoder import CrossEncoder
 
+logger = logging.getLogger(__name__)
+
 
 class OnnxBackend:
     """Runs a cross-encoder's ONNX export with onnxruntime.
 
     Usually built by ``CrossEncoder(..., backend="onnx", backend_kwargs={...})``, which calls
     :meth:`from_cross_encoder`. The first use exports the model (about a second for MiniLM-size models) and caches
-    the result; later loads reuse it after checking its sha256.
+    the result; later loads reuse it after checking its sha256. A backend built that way exports again when the
+    cross-encoder's torch weights are written in place afterwards (``model.model.load_state_dict(...)``, an
+    optimizer step, ``+=`` under ``no_grad``) or ``model.model`` is replaced, so it never scores with stale weights.
+    Writes through ``tensor.data`` and parameters swapped for new objects (``load_state_dict(..., assign=True)``)
+    are invisible to torch's version counters and are not noticed.
 
     Args:
         path: The ``.onnx`` file.
@@ -56,6 +65,10 @@ class OnnxBackend:
         self.providers = self.session.get_providers()
         self.device = torch.device("cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu")
         self.input_names = [i.name for i in self.session.get_inputs()]
+        # Set by from_cross_encoder: what to watch for weight changes, and the options to export again with.
+        self._watch: _WeightsWatch | None = None
+        self._options: dict[str, Any] = {}
+        self._reexport_lock = threading.Lock()
 
     @classmethod
     def from_cross_encoder(
@@ -95,7 +108,8 @@ class OnnxBackend:
             The backend.
 
         Raises:
-            ValueError: an unknown ``quantize`` mode, or a ``dtype`` other than float32 on the cross-encoder.
+            ValueError: an option of the wrong type or range (named as ``backend_kwargs['name']``), a provider
+                this onnxruntime lacks, or a ``dtype`` other than float32 on the cross-encoder.
             MissingExtraError: onnxruntime / onnx are not installed (``pip install 'crossencoder[onnx]'``).
             RuntimeError: the export failed.
 
@@ -103,13 +117,18 @@ class OnnxBackend:
             >>> model = CrossEncoder("cross-encoder/ms-marco-MiniLM-L6-v2", backend="onnx",
             ...                      backend_kwargs={"quantize": "int8", "num_threads": 2})
         """
-        if quantize is not None and quantize not in QUANTIZE_MODES:
-            raise ValueError(f"Unknown quantize mode {quantize!r}: use None or one of {', '.join(QUANTIZE_MODES)}.")
-        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
-                                        or num_threads < 1):
-            raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}.")
+        _check_options(quantize=quantize, num_threads=num_threads, optimize=optimize, first_token=first_token,
+                       opset=opset, per_channel=per_channel, reduce_range=reduce_range,
+                       quantize_attention=quantize_attention, cache_dir=cache_dir, providers=providers)
         require_extra("onnx", "onnxruntime", feature="The onnx backend")
         import onnxruntime as ort
+
+        if providers is not None:
+            unknown = [name for name in providers if name not in ort.get_available_providers()]
+            if unknown:
+                # onnxruntime would print a notice and quietly run on the CPU instead.
+                raise ValueError(f"backend_kwargs['providers']: {', '.join(map(repr, unknown))} not available in "
+                                 f"this onnxruntime; available: {', '.join(ort.get_available_providers())}.")
         profile = cpu_int8_profile()
         settings = ExportSettings(
             opset=opset, optimize=optimize, first_token=first_token, quantize=quantize,
@@ -138,18 +157,93 @@ class OnnxBackend:
         path = build_export(
             model, input_names, settings, cross_encoder.model_path, cross_encoder.model_name_or_path, cache_dir,
         )
-        return cls(path, num_threads=num_threads, providers=providers, quantize=quantize)
+        backend = cls(path, num_threads=num_threads, providers=providers, quantize=quantize)
+        backend._watch = _WeightsWatch(cross_encoder)
+        backend._options = {
+            "quantize": quantize, "num_threads": num_threads, "optimize": optimize, "first_token": first_token,
+            "opset": opset, "per_channel": per_channel, "reduce_range": reduce_range,
+            "quantize_attention": quantize_attention, "cache_dir": cache_dir, "providers": providers,
+        }
+        return backend
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Score one padded batch; returns float32 logits ``[batch, num_labels]`` on the CPU."""
+        if self._watch is not None and self._watch.changed():
+            self._export_again()
         feed = {name: _as_int64(features[name]) for name in self.input_names if name in features}
         if "token_type_ids" in self.input_names and "token_type_ids" not in feed:
             feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
         logits = self.session.run(["logits"], feed)[0]
         return torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
 
+    def _export_again(self) -> None:
+        """Replace the session with an export of the cross-encoder's current weights (once, across threads)."""
+        with self._reexport_lock:
+            owner = self._watch.owner() if self._watch is not None else None
+            if owner is None or not self._watch.changed():  # another thread already did it
+                return
+            logger.warning("The torch weights of %r changed after their ONNX export; exporting them again.",
+                           owner.model_name_or_path)
+            fresh = OnnxBackend.from_cross_encoder(owner, **self._options)
+            self.path, self.session, self.providers = fresh.path, fresh.session, fresh.providers
+            self.input_names, self._watch = fresh.input_names, fresh._watch
+
     def __repr__(self) -> str:
         return f"OnnxBackend({str(self.path)!r}, quantize={self.quantize!r}, providers={self.providers})"
+
+
+class _WeightsWatch:
+    """Notices when a cross-encoder's torch weights change after the export.
+
+    Compares the model object and the version counter of each parameter and buffer, which torch bumps on every
+    in-place write: about ten microseconds per batch for a MiniLM, where hashing the weights again would take as
+    long as scoring. Holds the cross-encoder weakly (it owns the backend).
+    """
+
+    def __init__(self, cross_encoder: CrossEncoder) -> None:
+        self.owner = weakref.ref(cross_encoder)
+        self.model = cross_encoder.model
+        self.tensors = [*self.model.parameters(), *self.model.buffers()]
+        self.versions = [t._version for t in self.tensors]
+
+    def changed(self) -> bool:
+        owner = self.owner()
+        if owner is None:
+            return False
+        return owner.model is not self.model or [t._version for t in self.tensors] != self.versions
+
+
+def _check_options(**options: Any) -> None:
+    """Refuse backend_kwargs of the wrong type or range by name, before anything is exported.
+
+    Raises:
+        ValueError: the first bad option, named as ``backend_kwargs['name']``.
+    """
+    def refuse(name: str, expected: str) -> None:
+        raise ValueError(f"backend_kwargs[{name!r}] must be {expected}, got {options[name]!r}.")
+
+    if options["quantize"] is not None and options["quantize"] not in QUANTIZE_MODES:
+        raise ValueError(f"Unknown quantize mode {options['quantize']!r}: use None or one of "
+                         f"{', '.join(QUANTIZE_MODES)}.")
+    threads = options["num_threads"]
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"num_threads must be a positive integer or None, got {threads!r}.")
+    # A string such as "no" would otherwise count as True (and fragment the cache key).
+    for name in ("optimize", "first_token"):
+        if not isinstance(options[name], bool):
+            refuse(name, "True or False")
+    for name in ("per_channel", "reduce_range", "quantize_attention"):
+        if options[name] is not None and not isinstance(options[name], bool):
+            refuse(name, "True, False or None")
+    opset = options["opset"]
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 1:
+        refuse("opset", "a positive integer")
+    if options["cache_dir"] is not None and not isinstance(options["cache_dir"], (str, os.PathLike)):
+        refuse("cache_dir", "a folder path")
+    providers = options["providers"]
+    if providers is not None and (isinstance(providers, str) or not isinstance(providers, (list, tuple))
+                                  or not all(isinstance(name, str) for name in providers) or not providers):
+        refuse("providers", 'a non-empty list of provider names such as ["CPUExecutionProvider"]')
 
 
 def _as_int64(tensor: torch.Tensor | np.ndarray | Any) -> np.ndarray:

@@ -381,8 +381,16 @@ def build_export(
     if settings.quantize is not None:
         fp32_settings = ExportSettings(opset=settings.opset, optimize=settings.optimize, first_token=settings.first_token)
         fp32 = build_export(model, input_names, fp32_settings, model_path, model_name, cache_dir, fingerprint)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # Held until the end of the with block below (the proxy releases it exactly once).
+        locked = FileLock(str(folder) + ".lock").acquire()
+    except OSError as exc:
+        raise RuntimeError(
+            f"Cannot write the ONNX export of {model_name!r} to {folder.parent}: {exc.strerror or exc}. Pass "
+            "backend_kwargs={'cache_dir': <a writable folder>} or set CROSSENCODER_CACHE."
+        ) from exc
+    with locked:
         found = read_valid_export(folder, key, log=False) if folder.exists() else None
         if found is not None:  # another process built it while we waited for the lock
             return found
@@ -393,7 +401,9 @@ def build_export(
         except MemoryError:
             raise
         except Exception as exc:
-            raise RuntimeError(f"ONNX export of {model_name!r} failed: {type(exc).__name__}: {exc}") from exc
+            # The first line names the cause; exporter errors go on with a dump of the whole traced graph.
+            cause = (str(exc).strip().splitlines() or [""])[0]
+            raise RuntimeError(f"ONNX export of {model_name!r} failed: {type(exc).__name__}: {cause}") from exc
     logger.info("Wrote ONNX export %s", folder)
     return folder / MODEL_FILE
 

@@ -45,10 +45,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    """Parse a precision name; ``None`` means float32."""
+    """Parse a precision name or ``torch.dtype``; ``None`` means float32.
+
+    Raises:
+        ValueError: anything but float32, float16 or bfloat16 (an integer dtype would otherwise fail inside
+            torch's ``Module.to``).
+    """
     if dtype is None:
         return torch.float32
     if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():
+            raise ValueError(f"Unsupported dtype {dtype}: use one of float32, float16, bfloat16.")
         return dtype
     try:
         return _DTYPES[str(dtype).lower()]

@@ -191,6 +191,10 @@ def run_bench(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
-    print(f"model {args.model}, {args.pairs} pairs per run, device {rows[0]['device']}, threads {rows[0]['threads']}, "
+    devices = {r["device"] for r in rows}
+    # The onnx backend runs on the CPU unless onnxruntime has the GPU's provider: say so rather than one device.
+    where = f"device {rows[0]['device']}" if len(devices) == 1 else \
+        "devices " + ", ".join(f"{r['backend']} {r['device']}" for r in rows)
+    print(f"model {args.model}, {args.pairs} pairs per run, {where}, threads {rows[0]['threads']}, "
           f"median of {args.repeats}")
     return 0

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,7 +86,9 @@ class CrossEncoder:
             ``model_max_length``, capped at the model's position embeddings.
         activation_fn: Applied to the logits by ``predict``. Default: what the folder declares
             (sentence-transformers conventions), else Sigmoid for 1 label and identity otherwise.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; None picks cuda, then mps, then cpu.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; None picks cuda, then mps, then cpu. The onnx
+            backend runs on the CPU unless onnxruntime has the device's provider (onnxruntime-gpu for CUDA);
+            ``device`` then reports where it runs.
         dtype: ``"float32"`` (default), ``"float16"`` or ``"bfloat16"`` (GPU precisions). Without it, the torch
             backend runs in the precision ``model_kwargs`` asks for (``{"torch_dtype": torch.float16}``), if any.
         backend: ``"torch"`` or ``"onnx"`` (onnxruntime; see ``backend_kwargs``).
@@ -113,8 +115,8 @@ class CrossEncoder:
     Raises:
         ModelNotFoundError: the model is neither a local folder nor loadable from the Hub / its cache; the
             message says what was tried and how to fix it.
-        ValueError: an invalid ``device``, ``dtype`` or ``backend``, or a ``default_prompt_name`` that is not one of
-            the prompts.
+        ValueError: an invalid ``device``, ``dtype``, ``backend`` or ``backend_kwargs``, a ``max_length`` beyond
+            the model's position embeddings, or a ``default_prompt_name`` that is not one of the prompts.
 
     Example:
         >>> model = CrossEncoder("cross-encoder/ms-marco-MiniLM-L6-v2")
@@ -203,6 +205,15 @@ class CrossEncoder:
         self.activation_fn = activation_fn if activation_fn is not None else self._stored_activation(st_config)
         self.backend_name = backend
         self.backend: Backend = self._make_backend(backend, backend_kwargs or {})
+        if self.backend.device.type != self.device.type:
+            # onnxruntime runs where its providers are: the CPU unless onnxruntime-gpu is installed. Report that
+            # device (and size batches for it) rather than the one asked for.
+            if device is not None:
+                logger.warning("device=%r was asked for, but the %s backend runs on %s.", str(device), backend,
+                               self.backend.device)
+            self.device = self.backend.device
+            if self._auto_batch_tokens:
+                self.max_batch_tokens = _default_batch_tokens(self.device)
         self._warned_truncation = False
         # A fast tokenizer keeps its truncation settings as shared state between calls: one thread's settings
         # would apply to another thread's call, so tokenization is serialised (the model call is not).
@@ -292,6 +303,9 @@ class CrossEncoder:
         return resolved if resolved is not None else default_activation(self.num_labels)
 
     def _make_backend(self, backend: str, backend_kwargs: dict[str, Any]) -> Backend:
+        if not isinstance(backend_kwargs, Mapping):
+            raise ValueError(f"backend_kwargs must be a dict of backend options such as {{'quantize': 'int8'}}, "
+                             f"got {type(backend_kwargs).__name__} {backend_kwargs!r}.")
         if backend == "onnx":
             from crossencoder.backends.onnx_backend import OnnxBackend
 
