@@ -308,3 +308,17 @@ def test_index_refuses_a_bi_encoder_folder_it_cannot_read_in_one_line(tiny_model
     code, out, err = run(["index", corpus, "--out", tmp_path / "idx", "--bi-encoder", encoder], capsys)
     assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
     assert "module 'Dense' is not supported by BiEncoder" in err
+
+
+def test_search_text_output_escapes_ids_so_each_hit_is_one_line_of_three_columns(tmp_path, tiny_model_dir, capsys):
+    ids = ["tab\there", "two\nlines", "back\\slash t", "cr\r"]
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [
+        {"_id": doc_id, "title": "", "text": f"berlin\tpopulation\nnumber {i}"} for i, doc_id in enumerate(ids)])
+    assert main(["index", str(corpus), "--out", str(tmp_path / "idx"), "--bi-encoder", str(tiny_model_dir)]) == 0
+    capsys.readouterr()
+    code, out, _ = run(["search", tmp_path / "idx", "berlin population", "--method", "bm25"], capsys)
+    assert code == 0
+    rows = [line.split("\t") for line in out.split("\n")[:-1]]
+    assert len(rows) == len(ids) and all(len(row) == 3 for row in rows)
+    assert sorted(row[1] for row in rows) == sorted(["tab\\there", "two\\nlines", "back\\\\slash t", "cr\\r"])
+    assert {row[2] for row in rows} == {f"berlin population number {i}" for i in range(len(ids))}

@@ -129,3 +129,13 @@ def test_ranking_metrics_refuses_cutoffs_that_are_not_positive_integers(kwargs, 
     # ranx reads 0 as no cut-off (MRR@0 came out 0.5 here, Recall@0 1.0) and fails on -1 with a bare assertion.
     with pytest.raises(ValueError, match=message):
         ranking_metrics({"q": {"a": 1}}, {"q": {"a": 0.5, "b": 0.7}}, **kwargs)
+
+
+@pytest.mark.parametrize(("scores", "message"), [
+    ([0.1, float("nan"), 0.4, float("nan")], r"scores\[1\] is nan, not a finite number \(2 of 4"),
+    ([0.1, 0.9, float("inf"), 0.2], r"scores\[2\] is inf, not a finite number \(1 of 4"),
+    ([0.1, 0.9, 0.4], "Got 3 scores for 4 gold labels"),
+])
+def test_classification_metrics_refuses_scores_it_cannot_rank_naming_them(scores, message):
+    with pytest.raises(ValueError, match=message):
+        classification_metrics([0, 1, 1, 0], [0, 1, 0, 0], scores=scores)

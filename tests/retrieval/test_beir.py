@@ -109,6 +109,13 @@ def test_integral_grades_and_header_are_read(tmp_path):
     assert read_qrels(qrels) == {"q1": {"berlin": 2, "paris": -1}}
 
 
+def test_qrels_with_trailing_tabs_keep_their_columns(tmp_path):
+    # Spreadsheet exports end rows with a tab; read as a fourth (TREC) column, the score would be missing.
+    qrels = tmp_path / "q.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\t\nq1\tberlin\t2\t\nq1\tparis\t1\t\t\nq2\t0\tcoffee\t1\t\n")
+    assert read_qrels(qrels) == {"q1": {"berlin": 2, "paris": 1}, "q2": {"coffee": 1}}
+
+
 def test_empty_query_text_names_file_line_and_id(beir_dir):
     write_jsonl(beir_dir / "queries.jsonl", [QUERIES[0], {"_id": "q2", "text": "  "}])
     with pytest.raises(InputError, match=r"queries.jsonl:2: query 'q2' has an empty text"):

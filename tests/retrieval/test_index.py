@@ -336,3 +336,17 @@ def test_query_encoder_loaded_from_the_manifest_runs_on_the_device_asked(index_d
     with Index.open(index_dir, device="cpu") as index:
         assert index.dense_search(["Berlin population"], 1)[0]
     assert devices == ["cpu"]
+
+
+@pytest.mark.parametrize(("where", "out"), [(".", "."), ("idx/bm25", "..")])
+def test_building_into_the_current_folder_is_refused_clearly(tmp_path, corpus_path, tiny_model_dir, monkeypatch,
+                                                            where, out):
+    # `mkdir idx && cd idx && crossencoder index ../corpus.jsonl --out .`: the swap into place would delete the
+    # shell's folder (before, the build failed with "PosixPath('.') has an empty name").
+    encoder = BiEncoder(tiny_model_dir)
+    build_index(corpus_path, tmp_path / "idx", bi_encoder=encoder, show_progress_bar=False)
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path / ("empty" if where == "." else where))
+    with pytest.raises(IndexFolderError, match="is the current folder or holds it.*--out (empty|idx)"):
+        build_index(corpus_path, out, bi_encoder=encoder, overwrite=True, show_progress_bar=False)
+    assert Index.open(tmp_path / "idx").count == len(DOCS)

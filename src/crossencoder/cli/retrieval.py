@@ -56,7 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search = subparsers.add_parser(
         "search", help="search an index, optionally re-ranking with a cross-encoder",
         description="Retrieve candidates with BM25, dense or hybrid (reciprocal-rank fusion) search and print the "
-                    "best TOP_K (score<TAB>id<TAB>text, or JSON lines with the score of every stage).",
+                    "best TOP_K: score<TAB>id<TAB>text, one line a hit (in the id, backslash, tab and line breaks "
+                    "are written as \\\\, \\t, \\n, \\r; in the text, runs of whitespace as one space), or with "
+                    "--json one JSON object a hit, with the exact texts and the score of every stage.",
         epilog='example:\n  crossencoder search my-index "how many people live in berlin" '
                "--rerank-model ms-marco-MiniLM-L6-v2 --top-k 5",
     )
@@ -194,8 +196,18 @@ def run_search(args: argparse.Namespace) -> int:
         if args.json:
             out.write(to_json({"rank": rank, **hit.to_dict()}, ensure_ascii=False) + "\n")
         else:
-            out.write(f"{hit.score:.6f}\t{hit.id}\t{' '.join(hit.content.split())}\n")
+            out.write(f"{hit.score:.6f}\t{_escape_field(hit.id)}\t{' '.join(hit.content.split())}\n")
     return 0
+
+
+# One line per hit and three columns whatever an id holds; the backslash is escaped too, so ids read back exactly.
+_FIELD_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _escape_field(text: str) -> str:
+    """``text`` as one tab-separated field: backslash, tab, line feed and carriage return written as ``\\\\``,
+    ``\\t``, ``\\n``, ``\\r`` (the escapes of PostgreSQL's text format and of ``cut``-friendly TSV)."""
+    return text.translate(_FIELD_ESCAPES)
 
 
 def run_mine(args: argparse.Namespace) -> int:

@@ -64,6 +64,10 @@ def classification_metrics(
     Returns:
         ``{"accuracy", "macro_f1"[, "f1", "average_precision"]}``.
 
+    Raises:
+        ValueError: the inputs differ in length or are empty, or a score is NaN or infinite (the message names the
+            first, e.g. ``scores[3]``).
+
     Example:
         >>> classification_metrics([0, 1, 1, 0], [0, 1, 0, 0], scores=[0.1, 0.9, 0.4, 0.2])
         {'accuracy': 0.75, 'macro_f1': 0.733..., 'f1': 0.666..., 'average_precision': 1.0}
@@ -77,6 +81,16 @@ def classification_metrics(
         raise ValueError(f"Got {pred.size} predictions for {true.size} gold labels.")
     if true.size == 0:
         raise ValueError("Classification metrics need at least one pair.")
+    if scores is not None:
+        score_array = np.asarray(scores, dtype=np.float64).ravel()
+        if score_array.shape != true.shape:
+            raise ValueError(f"Got {score_array.size} scores for {true.size} gold labels; pass one score (of class 1) "
+                             "per pair.")
+        # scikit-learn refuses these without saying where; a model that overflowed (float16) produces them.
+        bad = np.flatnonzero(~np.isfinite(score_array))
+        if bad.size:
+            raise ValueError(f"scores[{bad[0]}] is {score_array[bad[0]]}, not a finite number ({bad.size} of "
+                             f"{score_array.size} scores are NaN or infinite): average precision needs finite scores.")
     out = {
         "accuracy": float(accuracy_score(true, pred)),
         "macro_f1": float(f1_score(true, pred, average="macro", zero_division=0)),
@@ -88,7 +102,7 @@ def classification_metrics(
     if binary:
         out["f1"] = float(f1_score(true, pred, pos_label=1, average="binary", zero_division=0))
         if scores is not None and len(np.unique(true)) == 2:
-            out["average_precision"] = float(average_precision_score(true, np.asarray(scores, dtype=np.float64)))
+            out["average_precision"] = float(average_precision_score(true, score_array))
     return out
 
 

@@ -57,6 +57,9 @@ def read_qrels(path: str | os.PathLike) -> Qrels:
     qrels: Qrels = {}
     for number, (lineno, line) in enumerate(read_lines(os.fspath(path))):
         row = next(csv.reader([line], delimiter="\t")) if "\t" in line else line.split()
+        # A trailing tab (spreadsheet exports) is no fourth column: read as TREC's, the score would be missing.
+        while len(row) > 3 and not row[-1].strip():
+            row.pop()
         if number == 0 and row[0].strip().lower() in ("query-id", "query_id", "qid"):
             continue
         if len(row) not in (3, 4):

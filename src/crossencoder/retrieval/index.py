@@ -188,7 +188,7 @@ def build_index(
     Raises:
         InputError: bad corpus (names file and line), ``"-"`` (stdin), or no word BM25 can index.
         IndexFolderError: ``out_dir`` is a file, or exists and ``overwrite`` is False, or holds files that are not
-            part of an index (never replaced), or a bad ``index_type``.
+            part of an index (never replaced), or is the current folder or one above it, or a bad ``index_type``.
         ValueError: ``hnsw_m``, ``batch_size`` or ``chunk_size`` is not a positive integer.
 
     Example:
@@ -209,6 +209,12 @@ def build_index(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise IndexFolderError(f"{out} is a file, not a folder; choose a folder for the index.")
+    cwd = Path.cwd().resolve()
+    if out.resolve() == cwd or out.resolve() in cwd.parents:
+        # The build writes a sibling folder and renames it into place: the shell would be left in a deleted folder.
+        raise IndexFolderError(f"{out_dir} is the current folder or holds it, and building the index replaces that "
+                               f"folder; run the command from outside it (e.g. from {out.resolve().parent} with "
+                               f"--out {out.resolve().name}).")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise IndexFolderError(f"{out} already exists and is not empty; choose another folder, or replace it with "
                               "overwrite=True (CLI: --overwrite).")

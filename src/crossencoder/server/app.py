@@ -24,14 +24,16 @@ from crossencoder.files import unicode_problem
 from crossencoder.model.inputs import average_orders, with_swapped
 from crossencoder.model.ranking import best_first
 from crossencoder.server.batcher import MicroBatcher, QueueFullError, Scored, ShuttingDownError
-from crossencoder.server.metrics import Metrics
+from crossencoder.server.metrics import Metrics, endpoint_label
 from crossencoder.server.middleware import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
     ConcurrencyLimitMiddleware,
     MetricsMiddleware,
+    UnexpectedErrorMiddleware,
     error_body,
     mark_error,
+    route_path,
 )
 from crossencoder.server.schemas import (
     CohereRerankRequest,
@@ -125,8 +127,10 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
         finally:
             await batcher.stop()
 
+    # No redirect from "/rerank/" to "/rerank": TEI answers 404 there, httpx-based clients (the Cohere SDK's) do
+    # not follow a 307, and behind a TLS-terminating proxy its Location can point at http://.
     app = FastAPI(
-        title="crossencoder rerank server", version=__version__, lifespan=lifespan,
+        title="crossencoder rerank server", version=__version__, lifespan=lifespan, redirect_slashes=False,
         description="Re-ranking and pair scoring with a cross-encoder; TEI, Cohere and Jina compatible.",
     )
     app.state.model = model
@@ -350,19 +354,27 @@ def create_app(model: CrossEncoder, settings: ServerSettings | None = None) -> F
             # FastAPI's answer to a body json.loads cannot take beyond a syntax error (not UTF-8, nested deeper
             # than Python's recursion limit): its own message does not say what is wrong.
             return error(request, 400, f"malformed JSON body: {exc.__cause__}", "malformed_json")
+        path = route_path(request.scope)
+        if exc.status_code == 404 and path.endswith("/") and endpoint_label(path.rstrip("/")) != "other":
+            # No redirect (see above), so say what the client most likely meant.
+            return error(request, 404, f"no endpoint at {request.url.path}; did you mean "
+                                       f"{request.url.path.rstrip('/')} (without the trailing slash)?", "not_found")
         kinds = {404: "not_found", 405: "method_not_allowed"}
         return error(request, exc.status_code, str(exc.detail), kinds.get(exc.status_code, "http"),
                      getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        # Only a failure in a middleware gets here (UnexpectedErrorMiddleware answers the app's own): Starlette
+        # re-raises after this answer, and the server logs the traceback.
         return error(request, 500, "internal server error", "internal")
 
     # Outermost last: metrics see everything; CORS answers preflights and adds its headers to every answer,
     # overload refusals included (so a browser can read their Retry-After); overload is refused before any other
     # work; auth runs before the body is read. Any request header is allowed (SDKs add their own, e.g. Cohere's
-    # X-Client-Name): the origin list and the API key are what guard the server.
+    # X-Client-Name): the origin list and the API key are what guard the server. Unexpected errors are answered
+    # innermost, so the middlewares above handle that 500 like any other answer (CORS headers, metrics).
+    app.add_middleware(UnexpectedErrorMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.request_timeout)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)

@@ -27,7 +27,8 @@ class Metrics:
             ["endpoint", "error_type"], registry=self.registry,
         )
         self.latency = Histogram(
-            "crossencoder_request_duration_seconds", "Time from request start to response start.",
+            "crossencoder_request_duration_seconds",
+            "Time from request start until the response is complete (its body sent).",
             ["endpoint"], registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )

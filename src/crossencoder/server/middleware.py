@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: metrics, the in-flight request limit, API-key auth and the request-body size limit.
+"""Pure ASGI middleware: metrics, the in-flight request limit, API-key auth, the request-body size limit and the
+answer to unexpected errors.
 
 They run before FastAPI parses anything, so an unauthenticated or oversized request costs neither a parse nor
 a buffered body, and every answer (errors included) is counted.
@@ -9,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from crossencoder.server.metrics import Metrics, endpoint_label
+
+logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -97,6 +101,40 @@ class MetricsMiddleware:
             if status >= 400:
                 error_type = scope.get("state", {}).get("error_type", "internal" if status >= 500 else "other")
                 self.metrics.errors.labels(endpoint, error_type).inc()
+
+
+class UnexpectedErrorMiddleware:
+    """Answer an exception that no handler turned into an answer with a JSON 500, and log it once.
+
+    Starlette's outermost ``ServerErrorMiddleware`` answers too, but always re-raises afterwards so that the server
+    logs the error: uvicorn's "Exception in ASGI application" traceback would follow the app's own log entry, two
+    entries for one failure. Installed innermost, this one logs with the request's method and path, answers, and
+    ends the request normally, so every middleware sees an ordinary 500 (CORS adds its headers to it). When the
+    answer has already started there is nothing left to send: the exception goes on, unlogged here, for the server
+    to log and to drop the connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        answering = False
+
+        async def send_watched(message: Message) -> None:
+            nonlocal answering
+            answering = answering or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_watched)
+        except Exception as exc:
+            if answering:
+                raise
+            logger.error("Unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
+            await send_error(scope, send, 500, "internal server error", "internal")
 
 
 class ConcurrencyLimitMiddleware:
