@@ -12,6 +12,7 @@ import pytest
 from crossencoder.files import (
     InputError,
     atomic_dir,
+    drop_trailing_empty_cells,
     file_sha256,
     parse_json_line,
     pick_text,
@@ -83,6 +84,14 @@ def test_pick_text_refuses_a_lone_surrogate_naming_file_line_and_field():
     with pytest.raises(InputError, match=r"p.jsonl:3: field 'text' is not valid Unicode: it holds a lone surrogate"):
         pick_text(obj, ("text",), "p.jsonl", 3)
     assert pick_text({"text": "caf\u00e9 \U0001f600"}, ("text",), "p.jsonl", 3) == "caf\u00e9 \U0001f600"
+
+
+def test_drop_trailing_empty_cells_keeps_the_columns_every_row_has():
+    # The rule training data files (TSV/CSV) and qrels share: a trailing tab or comma adds no column.
+    row = ["q", "d", "1", "", " \r"]
+    assert drop_trailing_empty_cells(row, keep=3) == ["q", "d", "1"] and len(row) == 5
+    assert drop_trailing_empty_cells(["q", "", "", "", ""], keep=3) == ["q", "", ""]
+    assert drop_trailing_empty_cells(["q", "d", "", "x", ""], keep=3) == ["q", "d", "", "x"]
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")

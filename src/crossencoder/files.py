@@ -205,6 +205,23 @@ def read_lines(path: str) -> Iterator[tuple[int, str]]:
             stream.close()
 
 
+def drop_trailing_empty_cells(row: list[str], keep: int) -> list[str]:
+    """``row`` without the empty (or blank) cells at its end past its first ``keep``: a trailing tab or comma, as
+    spreadsheets write ragged rows, adds no column.
+
+    Args:
+        row: The cells of one table row.
+        keep: How many cells are never dropped (the columns every row has).
+
+    Returns:
+        The row up to its last non-blank cell, or its first ``keep`` cells when shorter.
+    """
+    end = len(row)
+    while end > keep and not row[end - 1].strip():
+        end -= 1
+    return row[:end]
+
+
 def parse_json_line(name: str, lineno: int, line: str) -> dict[str, Any]:
     """Parse one JSONL line that must hold an object."""
     try:

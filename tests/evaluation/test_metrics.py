@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from crossencoder.evaluation import (
@@ -129,6 +130,15 @@ def test_ranking_metrics_refuses_cutoffs_that_are_not_positive_integers(kwargs, 
     # ranx reads 0 as no cut-off (MRR@0 came out 0.5 here, Recall@0 1.0) and fails on -1 with a bare assertion.
     with pytest.raises(ValueError, match=message):
         ranking_metrics({"q": {"a": 1}}, {"q": {"a": 0.5, "b": 0.7}}, **kwargs)
+
+
+def test_ranking_metrics_takes_numpy_integer_cutoffs():
+    # The same rule as mine_hard_negatives' counts: any integer type but bool.
+    metrics = ranking_metrics({"q": {"a": 1}}, {"q": {"a": 0.5, "b": 0.7}}, k=np.int64(1),
+                              recall_at=(np.int32(2),))
+    assert metrics == {"mrr@1": 0.0, "ndcg@1": 0.0, "map": 0.5, "recall@2": 1.0}
+    with pytest.raises(ValueError, match="k must be a positive integer, got True"):
+        ranking_metrics({"q": {"a": 1}}, {"q": {"a": 0.5}}, k=True)
 
 
 @pytest.mark.parametrize(("scores", "message"), [

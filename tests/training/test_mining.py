@@ -74,6 +74,15 @@ def test_input_errors():
     assert enc.calls == []
 
 
+def test_counts_may_be_numpy_integers():
+    # np.int64(2) was refused with "num_negatives must be an integer >= 1, got 2"; check_cutoffs takes it.
+    out = mine_hard_negatives(["query"], ["pos"], corpus=["off", "far", "mid", "near"], bi_encoder=VectorEncoder(TABLE),
+                              num_negatives=np.int64(2), top_k=np.int32(3), skip_top=np.int64(1))
+    assert out == [("query", "pos", "mid", "far")]
+    with pytest.raises(ValueError, match="num_negatives must be an integer >= 1, got np.True_|got True"):
+        mine_hard_negatives(["query"], ["pos"], ["far"], VectorEncoder(TABLE), num_negatives=np.bool_(True))
+
+
 def test_mining_for_no_queries_returns_nothing():
     # It failed with "max() arg is an empty sequence" after embedding the whole corpus.
     enc = VectorEncoder(TABLE)

@@ -495,6 +495,25 @@ def test_mixed_precision_on_a_gpu_without_bfloat16(mode, bf16_supported, expecte
             trainer._autocast_dtype()
 
 
+@pytest.mark.parametrize("hip, capability, expected", [
+    (None, (7, 5), torch.float16), (None, (8, 0), torch.bfloat16), ("6.0", (9, 4), torch.bfloat16),
+])
+def test_mixed_precision_on_torch_without_including_emulation(hip, capability, expected, tiny_model_dir, tmp_path,
+                                                               monkeypatch):
+    # torch 2.3 (which pyproject allows) has no including_emulation keyword: every GPU run failed with a TypeError.
+    trainer = Trainer(CrossEncoder(tiny_model_dir, device="cpu"), DATA, loss="bce", args=args(tmp_path))
+
+    def is_bf16_supported():
+        return True  # torch 2.3 counts emulation as support: not to be trusted
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: nullcontext())
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.version, "hip", hip)
+    trainer.device, trainer.args.mixed_precision = torch.device("cuda"), "auto"
+    assert trainer._autocast_dtype() == expected
+
+
 def test_mnrl_with_batch_size_1_and_no_hard_negatives_is_refused_before_training(tiny_model_dir, tmp_path):
     # Every query alone in its batch with only its positive: the loss was 0 at every step and the run "succeeded".
     data = [("cats purr", "a cat purrs"), ("dogs bark", "a dog barks")]
@@ -621,3 +640,34 @@ def test_resume_refuses_a_best_model_chosen_by_another_metric_or_direction(tiny_
     result = Trainer(model, DATA, loss="bce", evaluator=ScriptedEvaluator([0.95, 0.1]),
                      args=args(tmp_path, metric_for_best_model="eval_score", **settings)).train()
     assert (result.global_step, result.best_step, result.best_metric) == (4, 3, 0.95)
+
+
+def test_a_best_model_that_failed_to_save_is_not_recorded(tiny_model_dir, tmp_path, monkeypatch):
+    # The state recorded step 2 as the best model before best-model was written: after a failed save, the redo of
+    # that evaluation counted as no improvement and the run ended on best-model's step-1 weights, called step 2's.
+    from crossencoder.training import trainer as trainer_module
+
+    original_save, saves = trainer_module._quiet_save, []
+
+    def save_fails_at_step_2(model, path):
+        saves.append(path)
+        if len(saves) == 2:
+            raise OSError("No space left on device")
+        original_save(model, path)
+
+    settings = {"max_steps": 3, "eval_steps": 1, "save_steps": None}
+    monkeypatch.setattr(trainer_module, "_quiet_save", save_fails_at_step_2)
+    with pytest.raises(OSError, match="No space left on device"):
+        Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", evaluator=ScriptedEvaluator([0.5, 0.9]),
+                args=args(tmp_path, **settings)).train()
+    monkeypatch.undo()
+    state = json.loads((tmp_path / "checkpoint-2" / "trainer_state.json").read_text())
+    assert (state["best_step"], state["best_metric"], state["pending_eval"]) == (1, 0.5, {"epoch": 0})
+    assert [e["step"] for e in state["history"] if "eval_score" in e] == [1]
+    step_2 = load_file(tmp_path / "checkpoint-2" / "model.safetensors")
+    result = Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", evaluator=ScriptedEvaluator([0.9, 0.1]),
+                     args=args(tmp_path, **settings)).train()
+    assert (result.global_step, result.best_step, result.best_metric) == (3, 2, 0.9)
+    assert [e["step"] for e in result.history if "eval_score" in e] == [1, 2, 3]
+    final = load_file(result.model_path / "model.safetensors")
+    assert all(torch.equal(final[k], v) for k, v in step_2.items())

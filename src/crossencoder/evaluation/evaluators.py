@@ -16,6 +16,7 @@ import torch
 
 from crossencoder.evaluation.metrics import (
     check_cutoffs,
+    classification_metric_names,
     classification_metrics,
     correlation_metrics,
     ranking_metrics,
@@ -119,11 +120,9 @@ class ClassificationEvaluator:
         Raises:
             ValueError: a label that is not one of ``model``'s classes (the message names ``data[i]``).
         """
-        y_true = label_ids(self.labels, model)
-        if model.num_labels > 2:
-            return ["accuracy", "macro_f1"]
-        # classification_metrics leaves average precision out when the gold labels hold one class only.
-        return ["accuracy", "macro_f1", "f1"] + (["average_precision"] if len(set(y_true)) == 2 else [])
+        # As __call__ does: 1- and 2-label models are binary tasks, scored.
+        binary = model.num_labels <= 2
+        return classification_metric_names(label_ids(self.labels, model), binary=binary, scored=binary)
 
     def __call__(self, model: CrossEncoder) -> dict[str, float]:
         y_true = label_ids(self.labels, model)

@@ -7,6 +7,7 @@ names. Only the expected calibration error is computed here (neither scipy nor s
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -99,11 +100,32 @@ def classification_metrics(
         binary = set(np.unique(true)) <= {0, 1} and set(np.unique(pred)) <= {0, 1}
     else:
         binary = num_classes == 2
-    if binary:
+    names = classification_metric_names(true, binary=binary, scored=scores is not None)
+    if "f1" in names:
         out["f1"] = float(f1_score(true, pred, pos_label=1, average="binary", zero_division=0))
-        if scores is not None and len(np.unique(true)) == 2:
-            out["average_precision"] = float(average_precision_score(true, score_array))
+    if "average_precision" in names:
+        out["average_precision"] = float(average_precision_score(true, score_array))
     return out
+
+
+def classification_metric_names(y_true: Sequence[int], binary: bool, scored: bool) -> list[str]:
+    """The keys :func:`classification_metrics` returns, without computing them.
+
+    Args:
+        y_true: Gold class ids.
+        binary: Whether the task has two classes (0 and 1).
+        scored: Whether scores of class 1 are given.
+
+    Returns:
+        ``accuracy`` and ``macro_f1``; for a binary task also ``f1``, and ``average_precision`` when scored and the
+        gold labels hold both classes (it is undefined over one).
+    """
+    names = ["accuracy", "macro_f1"]
+    if binary:
+        names.append("f1")
+        if scored and len(np.unique(np.asarray(y_true))) == 2:
+            names.append("average_precision")
+    return names
 
 
 def ranking_metrics(
@@ -170,7 +192,7 @@ def check_cutoffs(k: int, recall_at: Sequence[int], names: tuple[str, str] = ("k
         ValueError: ``k`` or an item of ``recall_at`` is not a positive integer.
     """
     def bad(value: object) -> bool:
-        return isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+        return isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1
 
     if bad(k):
         raise ValueError(f"{names[0]} must be a positive integer, got {k!r}.")

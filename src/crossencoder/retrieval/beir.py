@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crossencoder.files import InputError, parse_json_line, pick_text, read_lines
+from crossencoder.files import InputError, drop_trailing_empty_cells, parse_json_line, pick_text, read_lines
 from crossencoder.evaluation.metrics import ranking_metrics
 from crossencoder.model.windows import Aggregation
 from crossencoder.retrieval.corpus import read_id
@@ -58,8 +58,7 @@ def read_qrels(path: str | os.PathLike) -> Qrels:
     for number, (lineno, line) in enumerate(read_lines(os.fspath(path))):
         row = next(csv.reader([line], delimiter="\t")) if "\t" in line else line.split()
         # A trailing tab (spreadsheet exports) is no fourth column: read as TREC's, the score would be missing.
-        while len(row) > 3 and not row[-1].strip():
-            row.pop()
+        row = drop_trailing_empty_cells(row, keep=3)
         if number == 0 and row[0].strip().lower() in ("query-id", "query_id", "qid"):
             continue
         if len(row) not in (3, 4):
@@ -89,7 +88,7 @@ def read_queries(path: str | os.PathLike) -> dict[str, str]:
     queries: dict[str, str] = {}
     for lineno, line in read_lines(name):
         obj = parse_json_line(name, lineno, line)
-        query_id = read_id(obj, "id" if "id" in obj and "_id" not in obj else "_id", name, lineno)
+        query_id = read_id(obj, name, lineno)
         if query_id in queries:
             raise InputError(f"{name}:{lineno}: duplicate query id {query_id!r}.")
         text = pick_text(obj, ("text",), name, lineno)

@@ -27,8 +27,21 @@ class Document:
         return join_title(self.title, self.text)
 
 
-def read_id(obj: dict, key: str, name: str, lineno: int) -> str:
-    """The id field ``key`` of a JSONL object as a string (an integer as its decimal text)."""
+def read_id(obj: dict, name: str, lineno: int) -> str:
+    """The id of a JSONL object (corpus or queries) as a string (an integer as its decimal text).
+
+    Args:
+        obj: The object of line ``lineno`` of file ``name``.
+        name: The file, for messages.
+        lineno: The line, for messages.
+
+    Returns:
+        Its ``_id`` field (BEIR's name), or its ``id`` field when it has no ``_id``.
+
+    Raises:
+        InputError: neither field is there, or the id is not a non-empty string or an integer, or not valid Unicode.
+    """
+    key = "id" if "id" in obj and "_id" not in obj else "_id"
     if key not in obj:
         raise InputError(f"{name}:{lineno}: missing field {key!r}.")
     value = obj[key]
@@ -69,7 +82,7 @@ def read_corpus(path: str | os.PathLike) -> list[Document]:
     seen: dict[str, int] = {}
     for lineno, line in read_lines(name):
         obj = parse_json_line(name, lineno, line)
-        doc_id = read_id(obj, "id" if "id" in obj and "_id" not in obj else "_id", name, lineno)
+        doc_id = read_id(obj, name, lineno)
         if "text" not in obj:
             raise InputError(f"{name}:{lineno}: missing field 'text'.")
         text = _optional_text(obj, "text", name, lineno)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from crossencoder.errors import CrossEncoderError
 from crossencoder.evaluation.samples import is_ranking_example, to_labelled_pair
-from crossencoder.files import not_a_file, unicode_problem
+from crossencoder.files import drop_trailing_empty_cells, not_a_file, unicode_problem
 
 Task = Literal["regression", "classification", "ranking"]
 
@@ -119,8 +119,7 @@ def load_examples(path: str | os.PathLike, header: bool = False) -> list[Any]:
                     continue
                 # Empty cells past the third (a trailing tab or comma, as spreadsheets write ragged rows) would turn
                 # a labelled pair into a ranking sample with its label and "" as documents.
-                while len(row) > 3 and not row[-1].strip():
-                    row = row[:-1]
+                row = drop_trailing_empty_cells(row, keep=3)
                 if len(row) < 3:
                     raise DataFormatError(f"{path}:{lineno}: expected at least 3 columns (text_a, text_b, label), "
                                           f"got {len(row)}.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import random
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -71,7 +72,8 @@ def mine_hard_negatives(
     if len(queries) != len(positives):
         raise ValueError(f"Got {len(queries)} queries but {len(positives)} positive entries.")
     for name, value, least in (("num_negatives", num_negatives, 1), ("top_k", top_k, 1), ("skip_top", skip_top, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        # numbers.Integral: numpy integers too (as check_cutoffs takes them), e.g. a count read from an array.
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}.")
     pos_lists = [[p] if isinstance(p, str) else list(p) for p in positives]
     for i, plist in enumerate(pos_lists):

@@ -286,9 +286,7 @@ class Trainer:
             return None
         if self.device.type != "cuda":
             raise ValueError(f"mixed_precision={mode!r} needs a CUDA GPU; the model is on {self.device}.")
-        # Before Ampere, torch emulates bfloat16 (its default check counts that as support): slower than float32.
-        with torch.cuda.device(self.device):
-            bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        bf16 = _native_bf16(self.device)
         if mode == "bf16" and not bf16:
             raise ValueError(f"mixed_precision='bf16' needs a GPU with bfloat16 support (compute capability 8.0+, "
                              f"e.g. A100, H100); the one at {self.device} has none: use 'fp16' or 'auto'.")
@@ -381,8 +379,9 @@ class Trainer:
             ValueError: ``output_dir`` holds checkpoints of a different run (other data, model or settings; see
                 :meth:`_fingerprint`), holds checkpoints while ``resume=False`` and ``overwrite_output_dir=False``,
                 or none of its checkpoints can be read (:class:`~crossencoder.training.checkpoint.CheckpointError`).
-            Exception: whatever the evaluator raises (or a ``metric_for_best_model`` missing from its metrics), after
-                a checkpoint of the step is saved so a rerun resumes there and evaluates that step first.
+            Exception: whatever the evaluator or the write of ``best-model`` raises (or a ``metric_for_best_model``
+                missing from its metrics), after a checkpoint of the step is saved so a rerun resumes there and
+                evaluates that step first.
         """
         args = self.args
         try:
@@ -524,18 +523,24 @@ class Trainer:
             True when early stopping says to stop.
 
         Raises:
-            Exception: whatever the evaluator raises, or a ``metric_for_best_model`` missing from its metrics.
+            Exception: whatever the evaluator raises, a ``metric_for_best_model`` missing from its metrics, or a
+                failed write of ``best-model``; ``state`` is then as it was.
         """
         step = state["global_step"]
         metrics = self._evaluate()
-        state["last_metrics"] = metrics
-        state["history"].append({"step": step, "epoch": epoch, **{f"eval_{k}": v for k, v in metrics.items()}})
         value = metrics[self.metric_name]
         logger.info("step %d: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        if self._is_better(value, state["best_metric"]):
-            state.update(best_metric=value, best_step=step, best_metrics=metrics, bad_evals=0)
+        better = self._is_better(value, state["best_metric"])
+        if better:
+            # Saved before the state records anything: after a failed save the checkpoint marks this evaluation as
+            # pending, and a state naming a best model that best-model does not hold would mislead the redo (early
+            # stopping) and the end of the run (which loads best-model).
             with atomic_dir(self.output_dir / "best-model") as tmp:
                 _quiet_save(self.model, tmp)
+        state["last_metrics"] = metrics
+        state["history"].append({"step": step, "epoch": epoch, **{f"eval_{k}": v for k, v in metrics.items()}})
+        if better:
+            state.update(best_metric=value, best_step=step, best_metrics=metrics, bad_evals=0)
             return False
         state["bad_evals"] += 1
         stop = self._patience_spent(state)
@@ -740,3 +745,23 @@ def _quiet_save(model: CrossEncoder, path: Path) -> None:
     finally:
         if enabled:
             hf_logging.enable_progress_bar()
+
+
+def _native_bf16(device: torch.device) -> bool:
+    """Whether the GPU at ``device`` computes in bfloat16 natively.
+
+    Before Ampere (compute capability 8.0), torch emulates bfloat16, slower than float32, and its default check
+    counts that as support.
+
+    Args:
+        device: A CUDA (or ROCm) device.
+
+    Returns:
+        True on ROCm and on CUDA GPUs of compute capability 8.0 and up.
+    """
+    with torch.cuda.device(device):
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:
+            # torch < 2.4 has no including_emulation and always counts emulation: check what it checks natively.
+            return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
