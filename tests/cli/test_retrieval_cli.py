@@ -322,3 +322,28 @@ def test_search_text_output_escapes_ids_so_each_hit_is_one_line_of_three_columns
     assert len(rows) == len(ids) and all(len(row) == 3 for row in rows)
     assert sorted(row[1] for row in rows) == sorted(["tab\\there", "two\\nlines", "back\\\\slash t", "cr\\r"])
     assert {row[2] for row in rows} == {f"berlin population number {i}" for i in range(len(ids))}
+
+
+def test_another_bi_encoder_opens_the_index_once_and_bm25_needs_none(cli_index, tiny_model_dir, tmp_path, monkeypatch,
+                                                                      capsys):
+    import shutil
+
+    opens = []
+    real_open = Index.open.__func__
+
+    def counting_open(cls, *args, **kwargs):
+        opens.append(kwargs.get("bi_encoder"))
+        return real_open(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Index, "open", classmethod(counting_open))
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
+    # A copy of the index's bi-encoder: the manifest is read alone, the index opened once, with that encoder.
+    code, out, err = run(["search", cli_index, "berlin population", "--method", "dense", "--bi-encoder", copy], capsys)
+    assert code == 0 and out, err
+    assert len(opens) == 1 and opens[0] is not None
+    # bm25 embeds no query: a --bi-encoder that cannot be loaded is not loaded.
+    opens.clear()
+    code, out, err = run(["search", cli_index, "berlin population", "--method", "bm25", "--bi-encoder",
+                          tmp_path / "nope"], capsys)
+    assert code == 0 and out, err
+    assert opens == [None]

@@ -33,13 +33,14 @@ def worker(tiny_model_dir, tmp_path_factory):
 
 
 def run_worker(worker, path, out, id_type):
-    """Every shard of ``path`` through ``worker`` with ids of ``id_type``: (output table, bad rows)."""
+    """Every shard of ``path`` (a file or folder) through ``worker`` with ids of ``id_type``: (output table of all
+    parts, bad rows)."""
     worker.output_dir, worker.id_type = out, id_type
     out.mkdir()
-    shards = plan_shards([path], 100)
+    shards = plan_shards(input_files(path), 100)
     worker({"shard": [json.dumps(s.to_dict()) for s in shards]})
     bad = [b for s in shards for b in read_marker(out, s)["bad"]]
-    return pq.read_table(out / "part-000000.parquet"), bad
+    return pa.concat_tables(pq.read_table(part) for part in sorted(out.glob("part-*.parquet"))), bad
 
 
 def test_ids_of_another_kind_or_null_are_bad_rows_the_others_keep_type_and_value(worker, tmp_path):
@@ -63,7 +64,7 @@ def test_an_id_with_a_lone_surrogate_is_named_as_not_valid_unicode(worker, tmp_p
     table, bad = run_worker(worker, tmp_path / "pairs.jsonl", tmp_path / "out", pa.string())
     assert table.column("id").to_pylist() == ["q0"]
     assert bad == [{"row": 1, "id": "q\ud800",
-                    "reason": r"id is not valid Unicode: it holds a lone surrogate '\ud800'"}]
+                    "reason": r"id: not valid Unicode: it holds a lone surrogate '\ud800'"}]
 
 
 def test_categorical_ids_are_checked_as_strings(worker, tmp_path):
@@ -108,16 +109,32 @@ def test_files_with_ids_of_different_types_are_named_before_any_work(tiny_model_
                                             r"string; use one type for every id"):
         score_dataset(tiny_model_dir, tmp_path / "in", tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    # Integers of two widths are one kind: the first file's type is kept.
-    pq.write_table(pa.table({"id": pa.array([1], pa.int32())}), tmp_path / "c.parquet")
-    pq.write_table(pa.table({"id": pa.array([None, 2], pa.int64())}), tmp_path / "d.parquet")
-    schemas = [(p, input_schema(p)) for p in (tmp_path / "c.parquet", tmp_path / "d.parquet")]
-    assert _id_type(schemas, "id") == pa.int32()
     # A categorical column of pandas (dictionary-encoded strings) holds strings.
     categorical = pa.array(["a"]).dictionary_encode()
     pq.write_table(pa.table({"id": categorical}), tmp_path / "e.parquet")
     schemas = [(p, input_schema(p)) for p in (tmp_path / "e.parquet", tmp_path / "in" / "a.jsonl")]
     assert _id_type(schemas, "id") == categorical.type
+
+
+def test_ids_of_one_kind_in_types_of_two_widths_are_written_in_the_wider_one(worker, tmp_path):
+    (tmp_path / "ints").mkdir()
+    big = 2**40  # valid in the second file, but no int32
+    int32_ids = pa.schema([("id", pa.int32()), ("text_a", pa.string()), ("text_b", pa.string())])
+    pq.write_table(pa.Table.from_pylist([pair(0, 1), pair(1, 2)], schema=int32_ids), tmp_path / "ints" / "a.parquet")
+    pq.write_table(pa.Table.from_pylist([pair(2, big)]), tmp_path / "ints" / "b.parquet")
+    assert [input_schema(f).field("id").type for f in input_files(tmp_path / "ints")] == [pa.int32(), pa.int64()]
+    id_type = _id_type(schemas_of(tmp_path / "ints"), "id")
+    assert id_type == pa.int64()
+    table, bad = run_worker(worker, tmp_path / "ints", tmp_path / "out", id_type)
+    assert bad == [] and table.column("id").to_pylist() == [1, 2, big]
+    # Strings of two widths: large_string, whichever file comes first.
+    pq.write_table(pa.table({"id": pa.array(["a"], pa.large_string())}), tmp_path / "c.parquet")
+    pq.write_table(pa.table({"id": pa.array(["b"], pa.string())}), tmp_path / "d.parquet")
+    for order in (("c", "d"), ("d", "c")):
+        schemas = [(p, input_schema(p)) for p in (tmp_path / f"{name}.parquet" for name in order)]
+        assert _id_type(schemas, "id") == pa.large_string()
+    # Files of one integer width keep it.
+    assert _id_type(schemas_of(tmp_path / "ints" / "a.parquet") * 2, "id") == pa.int32()
 
 
 def test_an_output_folder_that_is_a_file_or_holds_the_input_is_refused(tiny_model_dir, tmp_path):

@@ -319,7 +319,7 @@ def test_a_folder_of_mixed_files_keeps_row_numbers_and_reports_undecodable_rows(
     assert result.bad_rows == [
         {"row": 1, "file": "b.jsonl", "line": 2, "reason": "not valid UTF-8"},
         {"row": 2, "file": "b.jsonl", "line": 3, "id": "p2",
-         "reason": r"text_a is not valid Unicode: it holds a lone surrogate '\ud800'"},
+         "reason": r"text_a: not valid Unicode: it holds a lone surrogate '\ud800'"},
         {"row": 6, "file": "c.parquet", "file_row": 3, "id": "p6", "reason": "text_a: missing"},
     ]
 
@@ -379,12 +379,15 @@ def test_a_worker_exception_without_a_message_is_named(local_ray, tiny_model_dir
                       tmp_path / "out", show_progress=False)
 
 
-def test_candidates_that_are_not_a_list_are_named():
+def test_bad_queries_and_candidates_are_named_in_one_form():
     from crossencoder.distributed.workers import _candidates_problem
 
     assert _candidates_problem("q", "one passage") == "candidates: not a list (str)"
     assert _candidates_problem("q", None) == "candidates: missing"
     assert _candidates_problem("q", []) == "candidates: empty list"
+    # Every reason in one form, "name: problem", the shared Unicode check's included.
+    assert _candidates_problem("q\ud800", ["p"]) == r"query: not valid Unicode: it holds a lone surrogate '\ud800'"
+    assert _candidates_problem("q", ["p", "\udc00"]).startswith("candidates[1]: not valid Unicode: ")
 
 
 def test_rank_with_a_classifier_is_a_bad_input_not_a_failure_to_retry(local_ray, tiny_nli_model_dir, tmp_path):
@@ -449,8 +452,9 @@ def test_an_unknown_prompt_name_is_a_bad_input_naming_the_prompts(local_ray, pro
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"prompt": 3}, "prompt must be a str or None, got int"),
-    ({"prompt_name": ["web"]}, "prompt_name must be a str or None, got list"),
+    ({"prompt": 3}, "prompt must be a str, got int"),
+    ({"prompt_name": ["web"]}, "prompt_name must be a str, got list"),
+    ({"prompt": "find: ", "prompt_name": 3}, "prompt_name must be a str, got int"),
     ({"prompt": "\ud800: "}, "prompt is not valid Unicode: it holds a lone surrogate"),
 ])
 def test_prompt_arguments_that_are_not_text_are_refused_before_any_work(tiny_model_dir, tmp_path, kwargs, message):

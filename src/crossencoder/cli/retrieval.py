@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from crossencoder.cli.common import InputError, check_positive, to_json
 from crossencoder.files import unicode_problem, write_text_atomic
@@ -118,7 +119,20 @@ def _bi_encoder(name: str | None, device: str | None):
     return BiEncoder(name, device=device)
 
 
-def _open_index(folder: str | Path, bi_encoder: str | None, device: str | None, verify: bool = False) -> Index:
+def _recorded_bi_encoder(folder: str | Path) -> dict[str, Any] | None:
+    """The ``bi_encoder`` entry of an index's manifest, read alone (no part of the index is opened), or None when
+    the manifest cannot be read: ``Index.open`` then names what is wrong with the folder."""
+    from crossencoder.retrieval.index import MANIFEST
+
+    try:
+        spec = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))["bi_encoder"]
+        return spec if isinstance(spec, dict) and "model" in spec and "max_length" in spec else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _open_index(folder: str | Path, bi_encoder: str | None, device: str | None, verify: bool = False,
+                method: str = "hybrid") -> Index:
     """Open an index whose queries are embedded by its own bi-encoder, or by ``bi_encoder`` (``--bi-encoder``) when
     that names another copy of it.
 
@@ -127,6 +141,7 @@ def _open_index(folder: str | Path, bi_encoder: str | None, device: str | None, 
         bi_encoder: ``--bi-encoder``, or None for the model recorded in the manifest.
         device: ``--device`` of the query encoder.
         verify: Check every file's sha256 too.
+        method: ``--method``: with ``bm25`` no query is embedded, so ``bi_encoder`` is neither loaded nor checked.
 
     Returns:
         The opened index (close it, or use it in a ``with`` block).
@@ -139,11 +154,9 @@ def _open_index(folder: str | Path, bi_encoder: str | None, device: str | None, 
     from crossencoder.retrieval import BiEncoder, Index, IndexFolderError
     from crossencoder.retrieval.index import model_identity
 
-    index = Index.open(folder, verify=verify, device=device)
-    spec = index.manifest["bi_encoder"]
-    if bi_encoder is None or model_identity(bi_encoder) == spec["model"]:
-        return index
-    index.close()
+    spec = _recorded_bi_encoder(folder) if bi_encoder is not None and method != "bm25" else None
+    if spec is None or model_identity(bi_encoder) == spec["model"]:
+        return Index.open(folder, verify=verify, device=device)
     refused = f"{folder} was built with bi-encoder {spec['model']!r}, not --bi-encoder {bi_encoder!r}"
     advice = "drop --bi-encoder to use the index's own, or build an index with it (`crossencoder index`)."
     try:
@@ -151,9 +164,11 @@ def _open_index(folder: str | Path, bi_encoder: str | None, device: str | None, 
     except ModelNotFoundError as exc:
         raise InputError(f"{refused}, which cannot be loaded ({str(exc).splitlines()[0]}): {advice}") from None
     try:
-        # Checked a moment ago (checksums included when asked): the only new failure is the encoder's.
-        return Index.open(folder, bi_encoder=encoder, verify=False, device=device)
+        return Index.open(folder, bi_encoder=encoder, verify=verify, device=device)
     except IndexFolderError:
+        # A damaged folder or an encoder that does not match: opening without the encoder raises the folder's error
+        # (this second open happens only on the way to an error).
+        Index.open(folder, verify=verify, device=device).close()
         raise InputError(f"{refused}, which embeds texts differently (its query vectors would not match the "
                          f"documents'): {advice}") from None
 
@@ -187,7 +202,7 @@ def run_search(args: argparse.Namespace) -> int:
     # Bytes that are not UTF-8 in argv arrive as lone surrogates, which the tokenizers reject without a word why.
     if problem := unicode_problem(args.query, "The query"):
         raise InputError(f"{problem}: pass UTF-8 text.")
-    with _open_index(args.index, args.bi_encoder, args.device) as index:
+    with _open_index(args.index, args.bi_encoder, args.device, method=args.method) as index:
         hits = search(index, args.query, method=args.method, top_k=args.top_k, candidates=args.candidates,
                       reranker=_reranker(args), batch_size=args.batch_size, long_documents=args.long_documents,
                       fuse_first_stage=args.fuse)
@@ -225,7 +240,7 @@ def run_mine(args: argparse.Namespace) -> int:
         raise InputError(f"--out {out} is a folder; name the JSONL file to write.")
     if out is not None and out.exists() and not args.overwrite:
         raise InputError(f"--out {out} exists; pass --overwrite to replace it, or name another file.")
-    with _open_index(args.index, args.bi_encoder, args.device) as index:
+    with _open_index(args.index, args.bi_encoder, args.device, method=args.method) as index:
         pairs = mine_training_pairs(index, read_queries(args.queries), read_qrels(args.qrels), method=args.method,
                                     num_negatives=args.num_negatives, skip_top=args.skip_top,
                                     candidates=args.candidates, qrels_source=args.qrels)

@@ -31,7 +31,8 @@ from crossencoder.distributed.shards import (
 )
 from crossencoder.distributed.workers import RankWorker, ScoreWorker
 from crossencoder.errors import CrossEncoderError
-from crossencoder.files import unicode_problem, write_atomic
+from crossencoder.files import write_atomic
+from crossencoder.model.prompts import _checked_text, resolve_prompt
 
 if TYPE_CHECKING:
     from crossencoder import CrossEncoder
@@ -126,9 +127,10 @@ def score_dataset(
             On a cluster it must be readable at the same path on every node, like ``output_dir``.
         output_dir: Folder for the results (created).
         text_columns: The two text columns of a pair.
-        id_column: Column copied to the output as ``id``, each value as given with the type of the first id
-            (a row whose id is null or of another type is a bad row); when the input has no such column, or it is
-            null in every row, rows are identified by ``row`` alone.
+        id_column: Column copied to the output as ``id``, each value as given with the type of the first id, or a
+            wider one when files differ (integers of two widths: int64; string and large_string: large_string).
+            A row whose id is null, of another kind or does not fit is a bad row. When the input has no such
+            column, or it is null in every row, rows are identified by ``row`` alone.
         num_workers: Actors in the pool, each holding one model.
         batch_size, max_batch_tokens: As in ``CrossEncoder.predict``.
         symmetric: Score each pair in both orders and average (``CrossEncoder.predict(symmetric=True)``). It is
@@ -149,7 +151,7 @@ def score_dataset(
 
     Raises:
         RayNotInstalledError: Ray is not installed.
-        JobInputError: missing or empty input, a file without a text column, files with ids of different types,
+        JobInputError: missing or empty input, a file without a text column, files with ids of different kinds,
             a negative resource or a worker larger than the local Ray, a ``prompt`` or ``prompt_name`` that is not
             a string, a ``prompt_name`` the model does not have, an ``output_dir`` that is a file or holds the
             input, or one that holds a different job's finished shards.
@@ -327,23 +329,21 @@ def _run_job(
 
 
 def _checked_prompt(prompt: str | None, prompt_name: str | None) -> str | None:
-    """Check the prompt arguments on the driver; returns the ``prompt_name`` the job uses (None when ``prompt`` is
-    given too, as the text wins in ``predict``: warned once here, not by every actor on every shard).
+    """Check the prompt arguments on the driver, as ``predict`` would; returns the ``prompt_name`` the job uses (None
+    when ``prompt`` is given too, as the text wins: warned once here, not by every actor on every shard).
 
     Raises:
         JobInputError: ``prompt`` or ``prompt_name`` is not a string, or holds a lone surrogate.
     """
-    for name, value in (("prompt", prompt), ("prompt_name", prompt_name)):
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise JobInputError(f"{name} must be a str or None, got {type(value).__name__}.")
-        if problem := unicode_problem(value, name):
-            raise JobInputError(problem + ".")
-    if prompt is not None and prompt_name is not None:
-        logger.warning("Both prompt and prompt_name were given; using prompt and ignoring prompt_name=%r.",
-                       prompt_name)
-        return None
+    try:
+        if prompt_name is not None:
+            _checked_text(prompt_name, "prompt_name")
+        if prompt is not None:
+            # No model here: the text alone is resolved, checked and warned about as predict() does it.
+            resolve_prompt({}, None, prompt, prompt_name)
+            return None
+    except (TypeError, ValueError) as exc:
+        raise JobInputError(str(exc)) from None
     return prompt_name
 
 
@@ -409,13 +409,14 @@ def _check_worker_fits(ray: Any, num_cpus_per_worker: float, num_gpus_per_worker
 
 def _id_type(schemas: list[tuple[Path, pa.Schema]], id_column: str) -> pa.DataType | None:
     """The Arrow type every shard writes its ids with, so the parts read back as one table with the ids as given:
-    that of the first id value in the input (None when every id is null).
+    that of the first id value in the input, widened when another file holds ids of the same kind in another type
+    (None when every id is null).
 
     A JSONL file's schema holds the type of the column's first non-null value in its first lines; when those are
     all null, the file is read on until one is found (else a later shard would guess the type on its own).
 
     Raises:
-        JobInputError: two files hold ids of different types (integers and strings, say).
+        JobInputError: two files hold ids of different kinds (integers and strings, say).
     """
     found: tuple[Path, pa.DataType] | None = None
     for file, schema in schemas:
@@ -428,18 +429,30 @@ def _id_type(schemas: list[tuple[Path, pa.Schema]], id_column: str) -> pa.DataTy
                 continue
         if found is None:
             found = (file, id_type)
-        elif not _same_kind(found[1], id_type):
+            continue
+        common = _common_type(found[1], id_type)
+        if common is None:
             raise JobInputError(f"{file}: column {id_column!r} holds {id_type} ids, but those of {found[0]} are "
                                 f"{found[1]}; use one type for every id.")
+        found = (found[0], common)
     return found[1] if found else None
 
 
-def _same_kind(first: pa.DataType, other: pa.DataType) -> bool:
-    """Whether ids of type ``other`` can be written as ``first`` without changing their kind."""
+def _common_type(first: pa.DataType, other: pa.DataType) -> pa.DataType | None:
+    """A type that holds every id of types ``first`` and ``other``, or None when they are of different kinds.
+
+    Integers of two widths (or signs) are written as int64 and strings of two widths as large_string: keeping the
+    first file's type would make the other file's ids that do not fit it bad rows.
+    """
     # A dictionary-encoded column (pandas' categorical) holds values of its value type.
-    first, other = (t.value_type if pa.types.is_dictionary(t) else t for t in (first, other))
-    kinds = (pa.types.is_integer, lambda t: pa.types.is_string(t) or pa.types.is_large_string(t))
-    return first == other or any(kind(first) and kind(other) for kind in kinds)
+    values = [t.value_type if pa.types.is_dictionary(t) else t for t in (first, other)]
+    if values[0] == values[1]:
+        return first
+    if all(pa.types.is_integer(t) for t in values):
+        return pa.int64()
+    if all(pa.types.is_string(t) or pa.types.is_large_string(t) for t in values):
+        return pa.large_string() if any(pa.types.is_large_string(t) for t in values) else pa.string()
+    return None
 
 
 @contextlib.contextmanager

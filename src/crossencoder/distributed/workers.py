@@ -38,6 +38,13 @@ def _load_model(model: Any, model_kwargs: dict[str, Any], num_threads: int | Non
     return model() if callable(model) else CrossEncoder(model, **model_kwargs)
 
 
+def _unicode_problem(value: str, name: str) -> str | None:
+    """``"name: not valid Unicode: ..."`` when ``value`` holds a lone surrogate (a JSON ``"\\ud800"`` escape), else
+    None: the shared check, its message in the ``name: problem`` form of every reason here."""
+    problem = unicode_problem(value, name)
+    return f"{name}: {problem.removeprefix(f'{name} is ')}" if problem else None
+
+
 def _text_problem(value: Any, name: str) -> str | None:
     """Why ``value`` (of column ``name``) cannot be scored as a text, or None when it can."""
     if value is None:
@@ -46,8 +53,8 @@ def _text_problem(value: Any, name: str) -> str | None:
         return f"{name}: not a string ({type(value).__name__})"
     if not value.strip():
         return f"{name}: empty"
-    # A JSON "\ud800" escape: the tokenizer would fail the whole shard on it.
-    return unicode_problem(value, name)
+    # The tokenizer would fail the whole shard on it.
+    return _unicode_problem(value, name)
 
 
 def _id_problem(value: Any, name: str, id_type: pa.DataType) -> str | None:
@@ -61,7 +68,7 @@ def _id_problem(value: Any, name: str, id_type: pa.DataType) -> str | None:
     values_type = id_type.value_type if pa.types.is_dictionary(id_type) else id_type  # pandas' categorical
     strings = pa.types.is_string(values_type) or pa.types.is_large_string(values_type)
     if strings and isinstance(value, str):
-        return unicode_problem(value, name)  # a JSON "\ud800" escape: no Parquet file can hold it
+        return _unicode_problem(value, name)  # no Parquet file can hold it
     if strings:
         return f"{name}: not a string like the other ids ({type(value).__name__})"
     if pa.types.is_integer(values_type) and (isinstance(value, bool) or not isinstance(value, int)):

@@ -29,7 +29,7 @@ _KNOWN_MODULES = {"Transformer": "transformer", "Pooling": "pooling", "Normalize
 class BiEncoderFolderError(CrossEncoderError, ValueError):
     """A sentence-transformers folder whose settings cannot be read, or whose pipeline BiEncoder does not implement.
 
-    A ``ValueError`` too, so the command line reports it in one line like any other bad input.
+    A ``ValueError`` too: the folder is a bad argument, as callers catching ``ValueError`` for bad input expect.
     """
 
 
