@@ -345,8 +345,10 @@ def test_quantize_attention_setting_changes_the_graph(model_dir):
 
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
-    [({"quantize": "int4"}, ValueError, "quantize mode 'int4'"), ({"num_threads": 0}, ValueError, "num_threads"),
-     ({"num_threads": "2"}, ValueError, "num_threads"), ({"num_threads": True}, ValueError, "num_threads"),
+    [({"quantize": "int4"}, ValueError, r"backend_kwargs\['quantize'\] must be None or one of 'int8', got 'int4'"),
+     ({"num_threads": 0}, ValueError, r"backend_kwargs\['num_threads'\] must be a positive integer or None, got 0"),
+     ({"num_threads": "2"}, ValueError, r"backend_kwargs\['num_threads'\] must be"),
+     ({"num_threads": True}, ValueError, r"backend_kwargs\['num_threads'\] must be"),
      ({"quantise": "int8"}, ValueError, r"Unknown onnx backend_kwargs \['quantise'\]; the options are quantize, "),
      # Wrong types are named, not taken as truthy, split into characters or passed to the exporter.
      ({"optimize": "no"}, ValueError, r"backend_kwargs\['optimize'\] must be True or False, got 'no'"),
@@ -356,12 +358,35 @@ def test_quantize_attention_setting_changes_the_graph(model_dir):
      ({"providers": "CPUExecutionProvider"}, ValueError, r"backend_kwargs\['providers'\] must be a non-empty list"),
      # onnxruntime would print a notice and quietly run on the CPU.
      ({"providers": ["NoSuchExecutionProvider"]}, ValueError, "'NoSuchExecutionProvider' not available"),
+     ({"providers": [("NoSuchExecutionProvider", {})]}, ValueError, "'NoSuchExecutionProvider' not available"),
+     ({"providers": [["CPUExecutionProvider", {}]]}, ValueError, r"or \(name, options dict\) tuples"),
+     ({"providers": [("CPUExecutionProvider", "fast")]}, ValueError, r"backend_kwargs\['providers'\] must be"),
      ("int8", ValueError, "backend_kwargs must be a dict of backend options"),
      (["quantize"], ValueError, "backend_kwargs must be a dict of backend options")],
 )
 def test_bad_backend_kwargs_are_clear_errors(tiny_model_dir, kwargs, error, match):
     with pytest.raises(error, match=match):
         CrossEncoder(tiny_model_dir, backend="onnx", backend_kwargs=kwargs)
+
+
+def test_providers_take_onnxruntime_name_and_options_tuples(tiny_model_dir, tmp_path, monkeypatch):
+    """onnxruntime's ("CUDAExecutionProvider", {"device_id": 1}) form is taken and reaches the session as given."""
+    import onnxruntime
+
+    given = []
+
+    class Recording(onnxruntime.InferenceSession):
+        def __init__(self, *args, **kwargs):
+            given.append(kwargs["providers"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Recording)
+    providers = [("CPUExecutionProvider", {"arena_extend_strategy": "kSameAsRequested"})]
+    model = CrossEncoder(tiny_model_dir, backend="onnx", backend_kwargs={"providers": providers,
+                                                                         "cache_dir": tmp_path})
+    assert given[-1] == providers
+    assert model.backend.providers == ["CPUExecutionProvider"] and model.backend.device == torch.device("cpu")
+    np.testing.assert_allclose(model.predict(PAIRS), CrossEncoder(tiny_model_dir).predict(PAIRS), atol=1e-4)
 
 
 def test_forward_without_token_type_ids_matches_torch_default(model_dir):

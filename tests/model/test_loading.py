@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+import sys
 
 import numpy as np
 import pytest
 
 from crossencoder import CATALOG, CrossEncoder, ModelNotFoundError
-from crossencoder.model.loading import resolve_model
+from crossencoder.model.loading import (
+    is_sentence_transformers_cross_encoder,
+    read_sentence_transformers_config,
+    resolve_model,
+)
 from crossencoder.testing import make_tiny_cross_encoder
 
 
@@ -33,6 +39,31 @@ def test_hub_id_loads_from_cache_offline_with_revision(tmp_path, tiny_model_dir)
     assert from_cache.model_path.name == main_sha
     tagged = CrossEncoder("acme/tiny-reranker", revision="v1", cache_folder=str(tmp_path / "cache"))
     np.testing.assert_allclose(tagged.predict(pairs), CrossEncoder(other).predict(pairs), atol=1e-6)
+
+
+def test_optional_hub_files_work_without_huggingface_hub_errors_module(monkeypatch, caplog):
+    """huggingface_hub before 0.25 (the floor is 0.23) has no ``huggingface_hub.errors``; its ``utils`` has the
+    error classes. A missing optional file reads as absent, a failed request as absent with a warning."""
+    import huggingface_hub
+    import huggingface_hub.utils
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+    for name, cls in (("EntryNotFoundError", EntryNotFoundError), ("HfHubHTTPError", HfHubHTTPError)):
+        monkeypatch.setattr(huggingface_hub.utils, name, cls)
+    monkeypatch.setitem(sys.modules, "huggingface_hub.errors", None)  # "import huggingface_hub.errors" now fails
+    unreachable = HfHubHTTPError.__new__(HfHubHTTPError)
+    Exception.__init__(unreachable, "503 Server Error: Service Unavailable")
+
+    def download(repo_id, filename, **kwargs):
+        raise EntryNotFoundError(f"{filename} not found") if filename != "modules.json" else unreachable
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    hub_kwargs = {"revision": None, "cache_dir": None, "local_files_only": False, "token": None}
+    assert read_sentence_transformers_config("acme/tiny-reranker", hub_kwargs) == {}
+    with caplog.at_level(logging.WARNING, logger="crossencoder.model.loading"):
+        assert not is_sentence_transformers_cross_encoder("acme/tiny-reranker", hub_kwargs,
+                                                          {"model_type": "CrossEncoder"})
+    assert "Could not read modules.json of 'acme/tiny-reranker' (HfHubHTTPError: 503 Server Error" in caplog.text
 
 
 def test_unreachable_hub_gives_one_readable_error(tmp_path):

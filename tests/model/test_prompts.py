@@ -83,6 +83,33 @@ def test_prompts_of_a_folder_without_modules_json_are_ignored_as_in_sentence_tra
     assert _max_diff(ours.predict(PAIRS), theirs.predict(PAIRS)) < ATOL
 
 
+def _bi_encoder_folder(tiny_model_dir, folder, model_type):
+    """A sentence-transformers bi-encoder save (all-MiniLM-L6-v2 style: Transformer + Pooling) with a query prompt."""
+    shutil.copytree(tiny_model_dir, folder)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    config = {"prompts": {"query": "query: "}, "default_prompt_name": "query", "similarity_fn_name": "cosine"}
+    if model_type is not None:
+        config["model_type"] = model_type
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("model_type", [None, "SentenceTransformer"])
+def test_prompts_of_a_bi_encoder_base_are_ignored_as_in_sentence_transformers(tiny_model_dir, tmp_path, model_type):
+    """sentence-transformers converts a save of another model type and reads its prompts only from CrossEncoder
+    saves (a config without model_type is a SentenceTransformer's): neither applied nor saved into the new model."""
+    folder = _bi_encoder_folder(tiny_model_dir, tmp_path / "bi", model_type)
+    ours, theirs = CrossEncoder(folder), STCrossEncoder(str(folder))
+    assert ours.prompts == theirs.prompts == {} and ours.default_prompt_name is theirs.default_prompt_name is None
+    assert _max_diff(ours.predict(PAIRS), theirs.predict(PAIRS)) < ATOL
+    ours.save(tmp_path / "ce")
+    saved = json.loads((tmp_path / "ce" / "config_sentence_transformers.json").read_text())
+    assert saved["prompts"] == {} and saved["default_prompt_name"] is None
+    assert STCrossEncoder(str(tmp_path / "ce")).prompts == {}
+
+
 def test_unknown_prompt_name_is_refused_naming_the_known_ones(pair, tiny_model_dir):
     ours, _ = pair
     calls = (lambda: ours.predict(PAIRS, prompt_name="qeury"), lambda: ours.rank(QUERY, PASSAGES, prompt_name="qeury"),
@@ -208,6 +235,30 @@ def test_hub_model_fetches_its_sentence_transformers_files(st_folder, tiny_model
                                ("acme/prompted", "modules.json", "main")]
     assert model.prompts == PROMPTS and model.default_prompt_name == "query"
     assert _max_diff(model.predict(PAIRS), STCrossEncoder(str(st_folder)).predict(PAIRS)) < ATOL
+
+
+def test_hub_bi_encoder_base_does_not_fetch_modules_json(tiny_model_dir, tmp_path, monkeypatch):
+    """modules.json matters only for a CrossEncoder config: for a bi-encoder's, it is not asked for."""
+    import huggingface_hub
+
+    folder = _bi_encoder_folder(tiny_model_dir, tmp_path / "bi", None)
+    snapshot = tmp_path / "cache" / "models--acme--bi" / "snapshots" / ("a" * 40)
+    shutil.copytree(tiny_model_dir, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
+    real = huggingface_hub.hf_hub_download
+    fetched = []
+
+    def download(repo_id, filename, **kwargs):
+        if filename in ("config_sentence_transformers.json", "modules.json"):  # stands in for the Hub
+            fetched.append(filename)
+            return str(folder / filename)
+        return real(repo_id, filename, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    model = CrossEncoder("acme/bi", cache_folder=str(tmp_path / "cache"))
+    assert fetched == ["config_sentence_transformers.json"]
+    assert model.prompts == {} and model.default_prompt_name is None
 
 
 def test_hub_model_without_those_files_offline_has_no_prompts(tiny_model_dir, tmp_path):

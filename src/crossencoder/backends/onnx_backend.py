@@ -55,7 +55,7 @@ class OnnxBackend:
         self,
         path: str | os.PathLike,
         num_threads: int | None = None,
-        providers: list[str] | None = None,
+        providers: list[str | tuple[str, dict[str, Any]]] | None = None,
         quantize: str | None = None,
     ) -> None:
         self.path = Path(path)
@@ -83,7 +83,7 @@ class OnnxBackend:
         reduce_range: bool | None = None,
         quantize_attention: bool | None = None,
         cache_dir: str | os.PathLike | None = None,
-        providers: list[str] | None = None,
+        providers: list[str | tuple[str, dict[str, Any]]] | None = None,
     ) -> OnnxBackend:
         """Export (or reuse the cached export of) a loaded cross-encoder and open it with onnxruntime.
 
@@ -101,8 +101,9 @@ class OnnxBackend:
             per_channel, reduce_range, quantize_attention: Override the int8 settings chosen for this CPU.
             cache_dir: Folder for exports (default: beside a writable local model folder, else
                 ``~/.cache/crossencoder/onnx`` or ``$CROSSENCODER_CACHE/onnx``).
-            providers: onnxruntime execution providers; default CPU, or CUDA first when the cross-encoder's
-                device is a GPU and onnxruntime-gpu is installed.
+            providers: onnxruntime execution providers, as onnxruntime takes them: names, or (name, options)
+                tuples such as ``("CUDAExecutionProvider", {"device_id": 1})``; default CPU, or CUDA first when
+                the cross-encoder's device is a GPU and onnxruntime-gpu is installed.
 
         Returns:
             The backend.
@@ -124,7 +125,7 @@ class OnnxBackend:
         import onnxruntime as ort
 
         if providers is not None:
-            unknown = [name for name in providers if name not in ort.get_available_providers()]
+            unknown = [name for name in map(_provider_name, providers) if name not in ort.get_available_providers()]
             if unknown:
                 # onnxruntime would print a notice and quietly run on the CPU instead.
                 raise ValueError(f"backend_kwargs['providers']: {', '.join(map(repr, unknown))} not available in "
@@ -223,11 +224,10 @@ def _check_options(**options: Any) -> None:
         raise ValueError(f"backend_kwargs[{name!r}] must be {expected}, got {options[name]!r}.")
 
     if options["quantize"] is not None and options["quantize"] not in QUANTIZE_MODES:
-        raise ValueError(f"Unknown quantize mode {options['quantize']!r}: use None or one of "
-                         f"{', '.join(QUANTIZE_MODES)}.")
+        refuse("quantize", "None or one of " + ", ".join(map(repr, QUANTIZE_MODES)))
     threads = options["num_threads"]
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"num_threads must be a positive integer or None, got {threads!r}.")
+        refuse("num_threads", "a positive integer or None")
     # A string such as "no" would otherwise count as True (and fragment the cache key).
     for name in ("optimize", "first_token"):
         if not isinstance(options[name], bool):
@@ -242,8 +242,20 @@ def _check_options(**options: Any) -> None:
         refuse("cache_dir", "a folder path")
     providers = options["providers"]
     if providers is not None and (isinstance(providers, str) or not isinstance(providers, (list, tuple))
-                                  or not all(isinstance(name, str) for name in providers) or not providers):
-        refuse("providers", 'a non-empty list of provider names such as ["CPUExecutionProvider"]')
+                                  or not providers or not all(map(_is_provider, providers))):
+        refuse("providers", 'a non-empty list of provider names or (name, options dict) tuples such as '
+                            '["CPUExecutionProvider"] or [("CUDAExecutionProvider", {"device_id": 1})]')
+
+
+def _is_provider(entry: Any) -> bool:
+    """Whether ``entry`` is what onnxruntime takes in its ``providers`` list: a name or a (name, options) tuple."""
+    return isinstance(entry, str) or (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str)
+                                      and isinstance(entry[1], dict))
+
+
+def _provider_name(entry: str | tuple[str, dict[str, Any]]) -> str:
+    """The provider name of a ``providers`` entry (see :func:`_is_provider`)."""
+    return entry if isinstance(entry, str) else entry[0]
 
 
 def _as_int64(tensor: torch.Tensor | np.ndarray | Any) -> np.ndarray:

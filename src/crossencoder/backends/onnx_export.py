@@ -250,13 +250,15 @@ def _torch_export(
         model.train(was_training)
 
 
-def open_session(path: Path, num_threads: int | None = None, providers: list[str] | None = None) -> Any:
+def open_session(
+    path: Path, num_threads: int | None = None, providers: list[str | tuple[str, dict[str, Any]]] | None = None
+) -> Any:
     """An onnxruntime ``InferenceSession`` with every graph optimisation on and ``num_threads`` intra-op threads.
 
     Args:
         path: The ``.onnx`` file.
         num_threads: Intra-op threads (None: onnxruntime's default, one per physical core).
-        providers: Execution providers (default ``["CPUExecutionProvider"]``).
+        providers: Execution providers, names or (name, options) tuples (default ``["CPUExecutionProvider"]``).
 
     Returns:
         The session.

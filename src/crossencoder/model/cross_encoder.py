@@ -40,7 +40,7 @@ from crossencoder.model.inputs import (
 )
 from crossencoder.model.windows import AGGREGATIONS, Aggregation, aggregate, split_into_windows
 from crossencoder.model.loading import (
-    is_sentence_transformers_folder,
+    is_sentence_transformers_cross_encoder,
     load_config,
     load_tokenizer,
     read_sentence_transformers_config,
@@ -198,8 +198,8 @@ class CrossEncoder:
         self.max_batch_tokens = max_batch_tokens or _default_batch_tokens(self.device)
 
         st_config = read_sentence_transformers_config(source, hub_kwargs)
-        # sentence-transformers reads a folder's prompts only from a folder of its own format (with modules.json).
-        folder_prompts = st_config if is_sentence_transformers_folder(source, hub_kwargs) else {}
+        # sentence-transformers reads a folder's prompts only from its own cross-encoder saves (not a bi-encoder's).
+        folder_prompts = st_config if is_sentence_transformers_cross_encoder(source, hub_kwargs, st_config) else {}
         self.prompts, self.default_prompt_name = merge_prompts(prompts, default_prompt_name, folder_prompts)
         _checked_activation(activation_fn)
         self.activation_fn = activation_fn if activation_fn is not None else self._stored_activation(st_config)

@@ -96,7 +96,8 @@ def _folder_file(source: str, filename: str, hub_kwargs: dict[str, Any]) -> Path
         path = Path(source) / filename
         return path if path.is_file() else None
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+    # huggingface_hub.errors exists only from 0.25; utils exports both names from 0.23 on (and still does).
+    from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError
 
     try:
         return Path(hf_hub_download(
@@ -124,7 +125,24 @@ def read_sentence_transformers_config(source: str, hub_kwargs: dict[str, Any]) -
         return {}
 
 
-def is_sentence_transformers_folder(source: str, hub_kwargs: dict[str, Any]) -> bool:
-    """True when the model has a ``modules.json``: only then does sentence-transformers apply the ``prompts`` and
-    ``default_prompt_name`` of its ``config_sentence_transformers.json``."""
+def is_sentence_transformers_cross_encoder(
+    source: str, hub_kwargs: dict[str, Any], st_config: dict[str, Any]
+) -> bool:
+    """Whether sentence-transformers' ``CrossEncoder`` loads the model as one of its own saves, the only case in
+    which it applies the ``prompts`` and ``default_prompt_name`` of ``config_sentence_transformers.json``.
+
+    That takes a ``modules.json`` and ``model_type == "CrossEncoder"`` in that config (a missing key means
+    ``"SentenceTransformer"``); any other save, a bi-encoder's included, it converts and ignores the settings of.
+
+    Args:
+        source: Local folder or Hub id.
+        hub_kwargs: Revision, cache folder, token and offline flag for a Hub id.
+        st_config: The model's ``config_sentence_transformers.json`` (``{}`` when it has none).
+
+    Returns:
+        True for a sentence-transformers cross-encoder save; ``modules.json`` is fetched only when the config
+        says ``CrossEncoder``.
+    """
+    if st_config.get("model_type", "SentenceTransformer") != "CrossEncoder":
+        return False
     return _folder_file(source, "modules.json", hub_kwargs) is not None

@@ -49,8 +49,8 @@ def merge_prompts(
     Args:
         prompts: ``CrossEncoder(prompts=...)``: name -> text.
         default_prompt_name: ``CrossEncoder(default_prompt_name=...)``.
-        folder_config: The folder's ``config_sentence_transformers.json`` when sentence-transformers reads it (the
-            folder has a ``modules.json``), else ``{}``.
+        folder_config: The folder's ``config_sentence_transformers.json`` when sentence-transformers reads it (a
+            cross-encoder save of its own: ``modules.json`` and ``model_type`` ``"CrossEncoder"``), else ``{}``.
 
     Returns:
         ``(prompts, default_prompt_name)``.
