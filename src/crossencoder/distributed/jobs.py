@@ -32,7 +32,7 @@ from crossencoder.distributed.shards import (
 from crossencoder.distributed.workers import RankWorker, ScoreWorker
 from crossencoder.errors import CrossEncoderError
 from crossencoder.files import write_atomic
-from crossencoder.model.prompts import _checked_text, resolve_prompt
+from crossencoder.model.prompts import checked_prompt_text, resolve_prompt
 
 if TYPE_CHECKING:
     from crossencoder import CrossEncoder
@@ -337,7 +337,7 @@ def _checked_prompt(prompt: str | None, prompt_name: str | None) -> str | None:
     """
     try:
         if prompt_name is not None:
-            _checked_text(prompt_name, "prompt_name")
+            checked_prompt_text(prompt_name, "prompt_name")
         if prompt is not None:
             # No model here: the text alone is resolved, checked and warned about as predict() does it.
             resolve_prompt({}, None, prompt, prompt_name)

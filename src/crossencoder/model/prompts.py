@@ -22,7 +22,13 @@ SENTENCE_BERT_CONFIG: dict[str, Any] = {
 }
 
 
-def _checked_text(value: Any, name: str) -> str:
+def checked_prompt_text(value: Any, name: str) -> str:
+    """``value`` (a prompt, its name or a key, called ``name`` in messages) when it is a valid Unicode str.
+
+    Raises:
+        TypeError: ``value`` is not a str.
+        ValueError: it holds a lone surrogate.
+    """
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {type(value).__name__}.")
     if problem := unicode_problem(value, name):
@@ -61,7 +67,8 @@ def merge_prompts(
     """
     if prompts is not None and not isinstance(prompts, Mapping):
         raise TypeError(f"prompts must be a dict of prompt name to prompt text, got {type(prompts).__name__}.")
-    merged = {_checked_text(k, "prompts key"): _checked_text(v, f"prompts[{k!r}]") for k, v in (prompts or {}).items()}
+    merged = {checked_prompt_text(k, "prompts key"): checked_prompt_text(v, f"prompts[{k!r}]")
+              for k, v in (prompts or {}).items()}
     saved = folder_config.get("prompts") or {}
     if isinstance(saved, Mapping):
         for name, text in saved.items():
@@ -71,7 +78,7 @@ def merge_prompts(
         default_prompt_name = folder_config.get("default_prompt_name")
         source = "the model folder's config_sentence_transformers.json"
     else:
-        _checked_text(default_prompt_name, "default_prompt_name")
+        checked_prompt_text(default_prompt_name, "default_prompt_name")
         source = "CrossEncoder(default_prompt_name=...)"
     if default_prompt_name is not None and default_prompt_name not in merged:
         raise ValueError(f"default_prompt_name={default_prompt_name!r} (from {source}) is not one of the prompts: "
@@ -94,12 +101,12 @@ def resolve_prompt(
             # sentence-transformers' behaviour: the explicit text wins.
             logger.warning("Both prompt and prompt_name were given; using prompt and ignoring prompt_name=%r.",
                            prompt_name)
-        return _checked_text(prompt, "prompt")
+        return checked_prompt_text(prompt, "prompt")
     name, argument = (prompt_name, "prompt_name") if prompt_name is not None else (default_prompt_name,
                                                                                     "default_prompt_name")
     if name is None:
         return ""
-    _checked_text(name, argument)
+    checked_prompt_text(name, argument)
     if name not in prompts:
         raise ValueError(f"{argument}={name!r} is not one of this model's prompts: {_known(prompts)}.")
     return prompts[name]
