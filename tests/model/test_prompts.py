@@ -212,24 +212,32 @@ def test_onnx_backend_applies_the_prompt(st_folder, tmp_path):
         assert _max_diff(onnx.predict(PAIRS, **call), theirs.predict(PAIRS, **call)) < 1e-4
 
 
-def test_hub_model_fetches_its_sentence_transformers_files(st_folder, tiny_model_dir, tmp_path, monkeypatch):
-    """The cache holds only what transformers downloads; the prompts (and activation) files are fetched too."""
+def _fake_hub(repo_id, weights_dir, st_files_dir, tmp_path, monkeypatch):
+    """A Hub cache holding only what transformers downloads for ``repo_id`` (``weights_dir``'s files), and a stand-in
+    Hub download that serves the sentence-transformers files from ``st_files_dir``; returns the list of
+    ``(repo_id, filename, revision)`` it was asked for."""
     import huggingface_hub
 
-    snapshot = tmp_path / "cache" / "models--acme--prompted" / "snapshots" / ("a" * 40)
-    shutil.copytree(tiny_model_dir, snapshot)
+    snapshot = tmp_path / "cache" / f"models--{repo_id.replace('/', '--')}" / "snapshots" / ("a" * 40)
+    shutil.copytree(weights_dir, snapshot)
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
     real = huggingface_hub.hf_hub_download
     fetched = []
 
     def download(repo_id, filename, **kwargs):
-        if filename in ("config_sentence_transformers.json", "modules.json"):  # stands in for the Hub
-            fetched.append((repo_id, filename, kwargs["revision"]))
-            return str(st_folder / filename)
+        if filename in ("config_sentence_transformers.json", "modules.json"):
+            fetched.append((repo_id, filename, kwargs.get("revision")))
+            return str(st_files_dir / filename)
         return real(repo_id, filename, **kwargs)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    return fetched
+
+
+def test_hub_model_fetches_its_sentence_transformers_files(st_folder, tiny_model_dir, tmp_path, monkeypatch):
+    """The cache holds only what transformers downloads; the prompts (and activation) files are fetched too."""
+    fetched = _fake_hub("acme/prompted", tiny_model_dir, st_folder, tmp_path, monkeypatch)
     model = CrossEncoder("acme/prompted", cache_folder=str(tmp_path / "cache"), revision="main")
     assert sorted(fetched) == [("acme/prompted", "config_sentence_transformers.json", "main"),
                                ("acme/prompted", "modules.json", "main")]
@@ -239,25 +247,10 @@ def test_hub_model_fetches_its_sentence_transformers_files(st_folder, tiny_model
 
 def test_hub_bi_encoder_base_does_not_fetch_modules_json(tiny_model_dir, tmp_path, monkeypatch):
     """modules.json matters only for a CrossEncoder config: for a bi-encoder's, it is not asked for."""
-    import huggingface_hub
-
     folder = _bi_encoder_folder(tiny_model_dir, tmp_path / "bi", None)
-    snapshot = tmp_path / "cache" / "models--acme--bi" / "snapshots" / ("a" * 40)
-    shutil.copytree(tiny_model_dir, snapshot)
-    (snapshot.parents[1] / "refs").mkdir()
-    (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
-    real = huggingface_hub.hf_hub_download
-    fetched = []
-
-    def download(repo_id, filename, **kwargs):
-        if filename in ("config_sentence_transformers.json", "modules.json"):  # stands in for the Hub
-            fetched.append(filename)
-            return str(folder / filename)
-        return real(repo_id, filename, **kwargs)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    fetched = _fake_hub("acme/bi", tiny_model_dir, folder, tmp_path, monkeypatch)
     model = CrossEncoder("acme/bi", cache_folder=str(tmp_path / "cache"))
-    assert fetched == ["config_sentence_transformers.json"]
+    assert [filename for _, filename, _ in fetched] == ["config_sentence_transformers.json"]
     assert model.prompts == {} and model.default_prompt_name is None
 
 
