@@ -91,9 +91,9 @@ def test_id_type_is_read_past_a_sample_of_null_ids(tmp_path, monkeypatch):
     write_jsonl(tmp_path / "strings.jsonl", [pair(i, None) for i in range(3)] + [pair(3, "a")])
     write_jsonl(tmp_path / "nulls.jsonl", [pair(i, None) for i in range(5)])
     assert input_schema(tmp_path / "ints.jsonl").field("id").type == pa.null()  # what the sample says
-    assert _id_type(schemas_of(tmp_path / "ints.jsonl"), "id") == pa.int64()
-    assert _id_type(schemas_of(tmp_path / "strings.jsonl"), "id") == pa.string()
-    assert _id_type(schemas_of(tmp_path / "nulls.jsonl"), "id") is None
+    assert _id_type(schemas_of(tmp_path / "ints.jsonl"), "id") == (pa.int64(), False)
+    assert _id_type(schemas_of(tmp_path / "strings.jsonl"), "id") == (pa.string(), False)
+    assert _id_type(schemas_of(tmp_path / "nulls.jsonl"), "id") == (None, False)
 
 
 def test_an_id_over_64_bits_in_the_sample_does_not_crash_planning(tmp_path):
@@ -113,7 +113,7 @@ def test_files_with_ids_of_different_types_are_named_before_any_work(tiny_model_
     categorical = pa.array(["a"]).dictionary_encode()
     pq.write_table(pa.table({"id": categorical}), tmp_path / "e.parquet")
     schemas = [(p, input_schema(p)) for p in (tmp_path / "e.parquet", tmp_path / "in" / "a.jsonl")]
-    assert _id_type(schemas, "id") == categorical.type
+    assert _id_type(schemas, "id") == (categorical.type, False)
 
 
 def test_ids_of_one_kind_in_types_of_two_widths_are_written_in_the_wider_one(worker, tmp_path):
@@ -123,8 +123,8 @@ def test_ids_of_one_kind_in_types_of_two_widths_are_written_in_the_wider_one(wor
     pq.write_table(pa.Table.from_pylist([pair(0, 1), pair(1, 2)], schema=int32_ids), tmp_path / "ints" / "a.parquet")
     pq.write_table(pa.Table.from_pylist([pair(2, big)]), tmp_path / "ints" / "b.parquet")
     assert [input_schema(f).field("id").type for f in input_files(tmp_path / "ints")] == [pa.int32(), pa.int64()]
-    id_type = _id_type(schemas_of(tmp_path / "ints"), "id")
-    assert id_type == pa.int64()
+    id_type, widened = _id_type(schemas_of(tmp_path / "ints"), "id")
+    assert id_type == pa.int64() and widened
     table, bad = run_worker(worker, tmp_path / "ints", tmp_path / "out", id_type)
     assert bad == [] and table.column("id").to_pylist() == [1, 2, big]
     # Strings of two widths: large_string, whichever file comes first.
@@ -132,9 +132,43 @@ def test_ids_of_one_kind_in_types_of_two_widths_are_written_in_the_wider_one(wor
     pq.write_table(pa.table({"id": pa.array(["b"], pa.string())}), tmp_path / "d.parquet")
     for order in (("c", "d"), ("d", "c")):
         schemas = [(p, input_schema(p)) for p in (tmp_path / f"{name}.parquet" for name in order)]
-        assert _id_type(schemas, "id") == pa.large_string()
+        assert _id_type(schemas, "id")[0] == pa.large_string()
     # Files of one integer width keep it.
-    assert _id_type(schemas_of(tmp_path / "ints" / "a.parquet") * 2, "id") == pa.int32()
+    assert _id_type(schemas_of(tmp_path / "ints" / "a.parquet") * 2, "id") == (pa.int32(), False)
+
+
+def test_a_kind_mismatch_after_widening_names_the_first_files_own_type(tmp_path):
+    schema32 = pa.schema([("id", pa.int32())])
+    pq.write_table(pa.Table.from_pylist([{"id": 1}], schema=schema32), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"id": pa.array([2], pa.int64())}), tmp_path / "b.parquet")
+    pq.write_table(pa.table({"id": ["x"]}), tmp_path / "c.parquet")
+    schemas = [(p, input_schema(p)) for p in (tmp_path / f"{name}.parquet" for name in "abc")]
+    with pytest.raises(JobInputError, match=r"c.parquet: .* holds string ids, but those of .*a.parquet are int32;"):
+        _id_type(schemas, "id")
+
+
+def test_widened_ids_are_part_of_the_job_record(tiny_model_dir, tmp_path, monkeypatch):
+    """Parts written in the first file's type (by an earlier version) do not read back beside wider ones."""
+    recorded = []
+
+    def record_and_stop(out, manifest):
+        recorded.append(manifest)
+        raise _Stop
+
+    monkeypatch.setattr("crossencoder.distributed.jobs.check_manifest", record_and_stop)
+    (tmp_path / "in").mkdir()
+    schema32 = pa.schema([("id", pa.int32()), ("text_a", pa.string()), ("text_b", pa.string())])
+    pq.write_table(pa.Table.from_pylist([pair(0, 1)], schema=schema32), tmp_path / "in" / "a.parquet")
+    with pytest.raises(_Stop):
+        score_dataset(tiny_model_dir, tmp_path / "in", tmp_path / "out")
+    pq.write_table(pa.Table.from_pylist([pair(1, 2**40)]), tmp_path / "in" / "b.parquet")
+    with pytest.raises(_Stop):
+        score_dataset(tiny_model_dir, tmp_path / "in", tmp_path / "out2")
+    assert "id_type" not in recorded[0] and recorded[1]["id_type"] == "int64"
+
+
+class _Stop(Exception):
+    """Ends a job once its record is made: the test needs nothing after."""
 
 
 def test_an_output_folder_that_is_a_file_or_holds_the_input_is_refused(tiny_model_dir, tmp_path):

@@ -289,7 +289,7 @@ def _run_job(
         if missing:
             raise JobInputError(f"{file}: no column {', '.join(repr(c) for c in missing)} "
                                 f"(columns: {', '.join(file_schema.names)}).")
-    id_type = _id_type(schemas, id_column) if id_column is not None else None
+    id_type, widened = _id_type(schemas, id_column) if id_column is not None else (None, False)
     if id_column is not None and id_type is None:
         logger.warning("%s: column %r is null in every row; rows are identified by their row number only.",
                        input_path, id_column)
@@ -304,6 +304,9 @@ def _run_job(
         **(output_settings or {}),
         # Only when given, like symmetric: a job recorded before prompts existed resumes without one.
         **{k: v for k, v in (("prompt", prompt), ("prompt_name", prompt_name)) if v is not None},
+        # Only when widened: parts an earlier version wrote in the first file's type would not read back with
+        # parts in the wider one, so such a job must not resume.
+        **({"id_type": str(id_type)} if widened else {}),
     })
     pending = [s for s in shards if not is_done(out, s)]
     if pending:
@@ -407,10 +410,10 @@ def _check_worker_fits(ray: Any, num_cpus_per_worker: float, num_gpus_per_worker
                                 "or join a cluster that has them (address).")
 
 
-def _id_type(schemas: list[tuple[Path, pa.Schema]], id_column: str) -> pa.DataType | None:
+def _id_type(schemas: list[tuple[Path, pa.Schema]], id_column: str) -> tuple[pa.DataType | None, bool]:
     """The Arrow type every shard writes its ids with, so the parts read back as one table with the ids as given:
     that of the first id value in the input, widened when another file holds ids of the same kind in another type
-    (None when every id is null).
+    (None when every id is null); and whether it was widened.
 
     A JSONL file's schema holds the type of the column's first non-null value in its first lines; when those are
     all null, the file is read on until one is found (else a later shard would guess the type on its own).
@@ -419,6 +422,7 @@ def _id_type(schemas: list[tuple[Path, pa.Schema]], id_column: str) -> pa.DataTy
         JobInputError: two files hold ids of different kinds (integers and strings, say).
     """
     found: tuple[Path, pa.DataType] | None = None
+    common: pa.DataType | None = None
     for file, schema in schemas:
         id_type = schema.field(id_column).type
         if pa.types.is_null(id_type):
@@ -428,14 +432,13 @@ def _id_type(schemas: list[tuple[Path, pa.Schema]], id_column: str) -> pa.DataTy
             if pa.types.is_null(id_type):
                 continue
         if found is None:
-            found = (file, id_type)
+            found, common = (file, id_type), id_type
             continue
-        common = _common_type(found[1], id_type)
+        common = _common_type(common, id_type)
         if common is None:
             raise JobInputError(f"{file}: column {id_column!r} holds {id_type} ids, but those of {found[0]} are "
                                 f"{found[1]}; use one type for every id.")
-        found = (found[0], common)
-    return found[1] if found else None
+    return (common, common != found[1]) if found else (None, False)
 
 
 def _common_type(first: pa.DataType, other: pa.DataType) -> pa.DataType | None:
