@@ -6,6 +6,7 @@ the atomic writers here, so a kill or a full disk never leaves a half-written fi
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -63,6 +64,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+@functools.cache
 def _host_tag() -> str:
     """A short, filename-safe tag of this machine and process-id namespace: a temporary folder's pid means something
     only there (a shared file system may hold folders of writers on other hosts, or in other containers)."""
@@ -238,12 +240,18 @@ def parse_json_line(name: str, lineno: int, line: str) -> dict[str, Any]:
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def unicode_problem(text: str, name: str) -> str | None:
-    """Why ``text`` (called ``name`` in the message) is not valid Unicode, or None when it is."""
+def unicode_defect(text: str) -> str | None:
+    """``"not valid Unicode: it holds a lone surrogate '\\ud800'"`` when ``text`` is not valid Unicode, else None."""
     if text.isascii():  # O(1) in CPython: ASCII texts are not scanned
         return None
     surrogate = _LONE_SURROGATE.search(text)
-    return f"{name} is not valid Unicode: it holds a lone surrogate {surrogate.group()!a}" if surrogate else None
+    return f"not valid Unicode: it holds a lone surrogate {surrogate.group()!a}" if surrogate else None
+
+
+def unicode_problem(text: str, name: str) -> str | None:
+    """Why ``text`` (called ``name`` in the message) is not valid Unicode, or None when it is."""
+    defect = unicode_defect(text)
+    return f"{name} is {defect}" if defect else None
 
 
 def checked_text(value: str, key: str, name: str, lineno: int) -> str:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from crossencoder.cli.common import InputError, check_positive, to_json
 from crossencoder.files import unicode_problem, write_text_atomic
@@ -119,18 +118,6 @@ def _bi_encoder(name: str | None, device: str | None):
     return BiEncoder(name, device=device)
 
 
-def _recorded_bi_encoder(folder: str | Path) -> dict[str, Any] | None:
-    """The ``bi_encoder`` entry of an index's manifest, read alone (no part of the index is opened), or None when
-    the manifest cannot be read: ``Index.open`` then names what is wrong with the folder."""
-    from crossencoder.retrieval.index import MANIFEST
-
-    try:
-        spec = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))["bi_encoder"]
-        return spec if isinstance(spec, dict) and "model" in spec and "max_length" in spec else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def _open_index(folder: str | Path, bi_encoder: str | None, device: str | None, verify: bool = False,
                 method: str = "hybrid") -> Index:
     """Open an index whose queries are embedded by its own bi-encoder, or by ``bi_encoder`` (``--bi-encoder``) when
@@ -151,10 +138,10 @@ def _open_index(folder: str | Path, bi_encoder: str | None, device: str | None, 
         IndexFolderError: the folder is not a valid index.
     """
     from crossencoder.errors import ModelNotFoundError
-    from crossencoder.retrieval import BiEncoder, Index, IndexFolderError
-    from crossencoder.retrieval.index import model_identity
+    from crossencoder.retrieval import BiEncoder, Index
+    from crossencoder.retrieval.index import BiEncoderMismatchError, model_identity, read_manifest
 
-    spec = _recorded_bi_encoder(folder) if bi_encoder is not None and method != "bm25" else None
+    spec = read_manifest(folder)["bi_encoder"] if bi_encoder is not None and method != "bm25" else None
     if spec is None or model_identity(bi_encoder) == spec["model"]:
         return Index.open(folder, verify=verify, device=device)
     refused = f"{folder} was built with bi-encoder {spec['model']!r}, not --bi-encoder {bi_encoder!r}"
@@ -165,10 +152,7 @@ def _open_index(folder: str | Path, bi_encoder: str | None, device: str | None, 
         raise InputError(f"{refused}, which cannot be loaded ({str(exc).splitlines()[0]}): {advice}") from None
     try:
         return Index.open(folder, bi_encoder=encoder, verify=verify, device=device)
-    except IndexFolderError:
-        # A damaged folder or an encoder that does not match: opening without the encoder raises the folder's error
-        # (this second open happens only on the way to an error).
-        Index.open(folder, verify=verify, device=device).close()
+    except BiEncoderMismatchError:
         raise InputError(f"{refused}, which embeds texts differently (its query vectors would not match the "
                          f"documents'): {advice}") from None
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from crossencoder.distributed.errors import JobInputError
 from crossencoder.distributed.shards import Shard, read_shard, write_shard_output
-from crossencoder.files import unicode_problem
+from crossencoder.files import unicode_defect
 from crossencoder.model.prompts import resolve_prompt
 
 
@@ -40,9 +40,9 @@ def _load_model(model: Any, model_kwargs: dict[str, Any], num_threads: int | Non
 
 def _unicode_problem(value: str, name: str) -> str | None:
     """``"name: not valid Unicode: ..."`` when ``value`` holds a lone surrogate (a JSON ``"\\ud800"`` escape), else
-    None: the shared check, its message in the ``name: problem`` form of every reason here."""
-    problem = unicode_problem(value, name)
-    return f"{name}: {problem.removeprefix(f'{name} is ')}" if problem else None
+    None: the shared check, in the ``name: problem`` form of every reason here."""
+    defect = unicode_defect(value)
+    return f"{name}: {defect}" if defect else None
 
 
 def _text_problem(value: Any, name: str) -> str | None:

@@ -52,6 +52,43 @@ class IndexFolderError(CrossEncoderError, ValueError):
     """A missing, half-written or corrupt index folder, or a bad build request."""
 
 
+class BiEncoderMismatchError(IndexFolderError):
+    """The bi-encoder given to :meth:`Index.open` embeds texts differently from the index's own."""
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of an index folder, checked for the fields and format version this code reads.
+
+    Raises:
+        IndexFolderError: the folder is missing (or is a file), has no manifest (half-written), a corrupt one, or one
+            of another format version.
+    """
+    folder = Path(path)
+    if folder.is_file():
+        # Typically the corpus, given where its index belongs.
+        raise IndexFolderError(f"{folder}: is a file, not an index folder (build one with `crossencoder index`).")
+    if not folder.is_dir():
+        raise IndexFolderError(f"{folder}: no such index folder (build one with `crossencoder index`).")
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise IndexFolderError(f"{folder}: no {MANIFEST}; not an index, or a half-written one. Rebuild it.")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        version = manifest["format_version"]
+        spec = manifest["bi_encoder"]
+        int(spec["dimensions"]), str(spec["model"]), int(spec["max_length"])
+        int(manifest["count"])
+        for meta in manifest["files"].values():
+            int(meta["size"]), str(meta["sha256"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise IndexFolderError(f"{manifest_path}: corrupt manifest ({type(exc).__name__}: {exc}). "
+                               "Rebuild the index.") from None
+    if version != FORMAT_VERSION:
+        raise IndexFolderError(f"{folder}: index format {version}, this version reads {FORMAT_VERSION}. "
+                               "Rebuild it.")
+    return manifest
+
+
 @functools.cache
 def _bm25s() -> Any:
     """Import bm25s with its logger following the application's level (once: a level set later by the user stays).
@@ -331,33 +368,18 @@ class Index:
 
         Raises:
             IndexFolderError: the folder is missing, has no manifest (half-written), a different format version, or a
-                file that is missing, truncated, altered or unreadable; or ``bi_encoder`` does not match the index.
+                file that is missing, truncated, altered or unreadable.
+            BiEncoderMismatchError: ``bi_encoder`` does not match the index (an :class:`IndexFolderError` too).
         """
         require_extra("faiss", feature="The vector index")
         import faiss
 
         bm25s = _bm25s()
         folder = Path(path)
-        if folder.is_file():
-            # Typically the corpus, given where its index belongs.
-            raise IndexFolderError(f"{folder}: is a file, not an index folder (build one with `crossencoder index`).")
-        if not folder.is_dir():
-            raise IndexFolderError(f"{folder}: no such index folder (build one with `crossencoder index`).")
-        manifest_path = folder / MANIFEST
-        if not manifest_path.is_file():
-            raise IndexFolderError(f"{folder}: no {MANIFEST}; not an index, or a half-written one. Rebuild it.")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            version = manifest["format_version"]
-            expected_dims = manifest["bi_encoder"]["dimensions"]
-            count = int(manifest["count"])
-            files = {name: (int(meta["size"]), str(meta["sha256"])) for name, meta in manifest["files"].items()}
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise IndexFolderError(f"{manifest_path}: corrupt manifest ({type(exc).__name__}: {exc}). "
-                                   "Rebuild the index.") from None
-        if version != FORMAT_VERSION:
-            raise IndexFolderError(f"{folder}: index format {version}, this version reads {FORMAT_VERSION}. "
-                                   "Rebuild it.")
+        manifest = read_manifest(folder)
+        expected_dims = int(manifest["bi_encoder"]["dimensions"])
+        count = int(manifest["count"])
+        files = {name: (int(meta["size"]), str(meta["sha256"])) for name, meta in manifest["files"].items()}
         for name, (size, sha256) in files.items():
             file = folder / name
             if not file.is_file() or file.stat().st_size != size:
@@ -367,12 +389,13 @@ class Index:
                 raise IndexFolderError(f"{folder}: {name} does not match its checksum; the index is corrupt. "
                                        "Rebuild it.")
         if bi_encoder is not None and bi_encoder.dimension != expected_dims:
-            raise IndexFolderError(f"{folder}: built with {expected_dims}-dimensional vectors, the given "
-                                   f"bi-encoder makes {bi_encoder.dimension}.")
+            raise BiEncoderMismatchError(f"{folder}: built with {expected_dims}-dimensional vectors, the given "
+                                         f"bi-encoder makes {bi_encoder.dimension}.")
         if bi_encoder is not None and not _matches(manifest, bi_encoder):
-            raise IndexFolderError(f"{folder}: the given bi-encoder embeds texts differently from the bi-encoder the "
-                                   f"index was built with ({manifest['bi_encoder']['model']!r}); its query vectors "
-                                   "would not match the documents'.")
+            raise BiEncoderMismatchError(
+                f"{folder}: the given bi-encoder embeds texts differently from the bi-encoder the index was built "
+                f"with ({manifest['bi_encoder']['model']!r}); its query vectors would not match the documents'."
+            )
         # Damage that keeps the sizes (bit rot, a partial overwrite) only shows when a part is read: name the part.
         try:
             dense = faiss.read_index(str(folder / DENSE_FILE))
