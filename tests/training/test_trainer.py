@@ -49,20 +49,25 @@ class ScriptedEvaluator:
         return {"score": value}
 
 
+def interrupt_after(monkeypatch, steps):
+    """Make the trainer raise KeyboardInterrupt (Ctrl-C) in place of optimizer step ``steps + 1``."""
+    original_step = Trainer._optimizer_step
+    done = {"steps": 0}
+
+    def step_or_interrupt(self, *a, **kw):
+        if done["steps"] == steps:
+            raise KeyboardInterrupt
+        done["steps"] += 1
+        return original_step(self, *a, **kw)
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", step_or_interrupt)
+
+
 def test_interrupted_run_resumes_to_identical_weights(tiny_model_dir, tmp_path, monkeypatch):
     reference = CrossEncoder(tiny_model_dir)
     Trainer(reference, DATA, loss="bce", args=args(tmp_path / "a")).train()
 
-    original_step = Trainer._optimizer_step
-    done = {"steps": 0}
-
-    def crash_after_five(self, *a, **kw):
-        if done["steps"] == 5:
-            raise KeyboardInterrupt  # as if the user pressed Ctrl-C during step 6
-        done["steps"] += 1
-        return original_step(self, *a, **kw)
-
-    monkeypatch.setattr(Trainer, "_optimizer_step", crash_after_five)
+    interrupt_after(monkeypatch, 5)  # as if the user pressed Ctrl-C during step 6
     with pytest.raises(KeyboardInterrupt):
         Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", args=args(tmp_path / "b")).train()
     monkeypatch.undo()
@@ -80,16 +85,7 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_model_dir, tmp_path, 
 def test_resumed_run_logs_the_same_losses_as_an_uninterrupted_one(tiny_model_dir, tmp_path, monkeypatch):
     settings = {"logging_steps": 3, "max_steps": 6}
     reference = Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", args=args(tmp_path / "a", **settings)).train()
-    original_step = Trainer._optimizer_step
-    done = {"steps": 0}
-
-    def crash_after_five(self, *a, **kw):
-        if done["steps"] == 5:
-            raise KeyboardInterrupt
-        done["steps"] += 1
-        return original_step(self, *a, **kw)
-
-    monkeypatch.setattr(Trainer, "_optimizer_step", crash_after_five)
+    interrupt_after(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", args=args(tmp_path / "b", **settings)).train()
     monkeypatch.undo()
@@ -609,17 +605,8 @@ def test_an_evaluator_that_does_not_fit_the_model_is_refused_before_the_first_st
 
 
 def test_resume_refuses_a_best_model_chosen_by_another_metric_or_direction(tiny_model_dir, tmp_path, monkeypatch):
-    original_step = Trainer._optimizer_step
-    done = {"steps": 0}
-
-    def crash_after_two(self, *a, **kw):
-        if done["steps"] == 2:
-            raise KeyboardInterrupt
-        done["steps"] += 1
-        return original_step(self, *a, **kw)
-
     settings = {"max_steps": 4, "eval_steps": 1}
-    monkeypatch.setattr(Trainer, "_optimizer_step", crash_after_two)
+    interrupt_after(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         Trainer(CrossEncoder(tiny_model_dir), DATA, loss="bce", evaluator=ScriptedEvaluator([0.9, 0.5]),
                 args=args(tmp_path, **settings)).train()
